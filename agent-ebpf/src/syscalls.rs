@@ -1,0 +1,159 @@
+//! Syscall latency: `sys_enter` stamps the thread's start time, `sys_exit` turns
+//! it into a 16-byte record staged in a per-CPU batch; full batches go to the
+//! ring buffer in one submission without waking the consumer (it drains on a
+//! timer, or is woken once the ring is filling up). `flush_syscalls` is run by
+//! the agent on every CPU a few times a second so idle CPUs never hold records.
+
+use crate::{counters, filter};
+use agent_common::counters::{
+    SYSCALL_EXIT_WITHOUT_ENTER, SYSCALL_FLUSH_BUSY, SYSCALL_RINGBUF_DROPS,
+};
+use agent_common::syscalls::{BATCH_LEN, MAX_ERRNO, SyscallBatch, SyscallOffsets, SyscallRecord};
+use aya_ebpf::{
+    EbpfContext, Global,
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{bpf_get_current_pid_tgid, generated::bpf_ktime_get_ns},
+    macros::{map, raw_tracepoint, tracepoint},
+    maps::{Array, PerCpuArray, RingBuf},
+    programs::{RawTracePointContext, TracePointContext},
+};
+use core::ptr::{read_volatile, write_volatile};
+
+#[unsafe(no_mangle)]
+static SYSCALL_OFFSETS: Global<SyscallOffsets> = Global::new(SyscallOffsets::DEFAULT);
+
+/// Bytes waiting in the ring above which a submission wakes the consumer.
+#[unsafe(no_mangle)]
+static SYSCALL_WAKEUP_BYTES: Global<u64> = Global::new(1 << 20);
+
+/// Start time per thread id. An array indexed by tid (sized to pid_max by the
+/// agent) is a pointer add after the verifier inlines it; a hash map costs tens
+/// of nanoseconds per operation, which is most of the budget.
+#[map]
+static SYSCALL_START: Array<u64> = Array::with_max_entries(32768, 0);
+
+#[map]
+static SYSCALL_STAGE: PerCpuArray<SyscallBatch> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+static SYSCALL_EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+
+#[tracepoint(category = "raw_syscalls", name = "sys_enter")]
+pub fn sys_enter(_ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !filter::wanted((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    if let Some(slot) = SYSCALL_START.get_ptr_mut(pid_tgid as u32) {
+        unsafe { *slot = bpf_ktime_get_ns() };
+    }
+    0
+}
+
+#[tracepoint(category = "raw_syscalls", name = "sys_exit")]
+pub fn sys_exit(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !filter::wanted((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    let Some(slot) = SYSCALL_START.get_ptr_mut(pid_tgid as u32) else {
+        counters::add(SYSCALL_EXIT_WITHOUT_ENTER, 1);
+        return 0;
+    };
+    let start = unsafe { *slot };
+    if start == 0 {
+        counters::add(SYSCALL_EXIT_WITHOUT_ENTER, 1);
+        return 0;
+    }
+    unsafe { *slot = 0 };
+    let now = unsafe { bpf_ktime_get_ns() };
+    let (id, ret) = read_id_ret(&ctx);
+    let errno = if (-MAX_ERRNO..0).contains(&ret) {
+        (-ret) as u16
+    } else {
+        0
+    };
+    stage(SyscallRecord {
+        latency_ns: now.wrapping_sub(start),
+        id: id as u32,
+        errno,
+        _pad: 0,
+    });
+    0
+}
+
+/// `id` and `ret` of the `sys_exit` record. The verifier only allows direct
+/// context loads at compile-time offsets, so the usual layout is read directly
+/// and any other (parsed from tracefs) through `bpf_probe_read_kernel`. The
+/// offsets are a frozen global, so the verifier drops the branch not taken.
+#[inline(always)]
+fn read_id_ret(ctx: &TracePointContext) -> (i64, i64) {
+    let off = SYSCALL_OFFSETS.load();
+    if off == SyscallOffsets::DEFAULT {
+        let base = ctx.as_ptr() as *const u8;
+        unsafe {
+            (
+                read_volatile(base.add(8) as *const i64),
+                read_volatile(base.add(16) as *const i64),
+            )
+        }
+    } else {
+        unsafe {
+            (
+                ctx.read_at::<i64>(off.exit_id as usize).unwrap_or(-1),
+                ctx.read_at::<i64>(off.exit_ret as usize).unwrap_or(0),
+            )
+        }
+    }
+}
+
+#[inline(always)]
+fn stage(rec: SyscallRecord) {
+    let Some(batch) = SYSCALL_STAGE.get_ptr_mut(0) else {
+        return;
+    };
+    let batch = unsafe { &mut *batch };
+    unsafe { write_volatile(&mut batch.busy, 1) };
+    let i = batch.len as usize;
+    if let Some(slot) = batch.records.get_mut(i) {
+        *slot = rec;
+        batch.len = i as u32 + 1;
+    }
+    if batch.len as usize >= BATCH_LEN {
+        submit(batch);
+    }
+    unsafe { write_volatile(&mut batch.busy, 0) };
+}
+
+#[inline(always)]
+fn submit(batch: &mut SyscallBatch) {
+    let flags = if SYSCALL_EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= SYSCALL_WAKEUP_BYTES.load() {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    if SYSCALL_EVENTS
+        .output::<SyscallBatch>(&*batch, flags as u64)
+        .is_err()
+    {
+        counters::add(SYSCALL_RINGBUF_DROPS, batch.len as u64);
+    }
+    batch.len = 0;
+}
+
+/// Never attached: the agent runs it with `BPF_PROG_TEST_RUN` on each CPU (raw
+/// tracepoint programs can be run on a chosen CPU) to push out partial batches.
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn flush_syscalls(_ctx: RawTracePointContext) -> i32 {
+    let Some(batch) = SYSCALL_STAGE.get_ptr_mut(0) else {
+        return 0;
+    };
+    let batch = unsafe { &mut *batch };
+    if unsafe { read_volatile(&batch.busy) } != 0 {
+        // We interrupted sys_exit on this CPU; the next round flushes.
+        counters::add(SYSCALL_FLUSH_BUSY, 1);
+    } else if batch.len > 0 {
+        submit(batch);
+    }
+    0
+}

@@ -1,0 +1,192 @@
+//! The syscall aggregate: per syscall number, a latency histogram and errors by
+//! errno. Known numbers live in a dense table; unknown numbers (any value a
+//! program passes to syscall(2)) are kept as numbers up to a budget, past which
+//! they are folded into one `other` series and the fold is counted.
+
+use crate::histogram::LatencyHistogram;
+use agent_common::syscalls::SyscallRecord;
+use std::collections::HashMap;
+
+/// Numbers below this get a slot in the dense table (x86_64 uses < 470).
+const DENSE: usize = 1024;
+
+#[derive(Debug, Clone)]
+pub struct SyscallStats {
+    pub latency: LatencyHistogram,
+    /// (errno, count), few entries per syscall: a linear scan beats a map.
+    pub errors: Vec<(u16, u64)>,
+}
+
+impl SyscallStats {
+    fn new(precision: u8) -> Self {
+        SyscallStats {
+            latency: LatencyHistogram::new(precision),
+            errors: Vec::new(),
+        }
+    }
+
+    #[inline]
+    fn record(&mut self, rec: &SyscallRecord) {
+        self.latency.record(rec.latency_ns);
+        if rec.errno != 0 {
+            match self.errors.iter_mut().find(|(e, _)| *e == rec.errno) {
+                Some((_, n)) => *n += 1,
+                None => self.errors.push((rec.errno, 1)),
+            }
+        }
+    }
+
+    pub fn error_count(&self) -> u64 {
+        self.errors.iter().map(|&(_, n)| n).sum()
+    }
+}
+
+/// Which series a syscall number is reported under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SyscallKey {
+    Id(u32),
+    /// Unknown numbers beyond the budget.
+    Other,
+}
+
+#[derive(Debug)]
+pub struct SyscallAggregate {
+    precision: u8,
+    dense: Vec<Option<Box<SyscallStats>>>,
+    sparse: HashMap<u32, SyscallStats>,
+    sparse_budget: usize,
+    other: Option<SyscallStats>,
+    /// Events recorded under `other` because the budget was spent.
+    folded_events: u64,
+}
+
+impl SyscallAggregate {
+    /// `sparse_budget`: distinct numbers >= 1024 kept as their own series.
+    pub fn new(precision: u8, sparse_budget: usize) -> Self {
+        SyscallAggregate {
+            precision,
+            dense: (0..DENSE).map(|_| None).collect(),
+            sparse: HashMap::new(),
+            sparse_budget,
+            other: None,
+            folded_events: 0,
+        }
+    }
+
+    #[inline]
+    pub fn record(&mut self, rec: &SyscallRecord) {
+        let precision = self.precision;
+        let stats = if let Some(slot) = self.dense.get_mut(rec.id as usize) {
+            slot.get_or_insert_with(|| Box::new(SyscallStats::new(precision)))
+        } else if self.sparse.contains_key(&rec.id) || self.sparse.len() < self.sparse_budget {
+            self.sparse
+                .entry(rec.id)
+                .or_insert_with(|| SyscallStats::new(precision))
+        } else {
+            self.folded_events += 1;
+            self.other
+                .get_or_insert_with(|| SyscallStats::new(precision))
+        };
+        stats.record(rec);
+    }
+
+    /// Every series with at least one event, in a stable order.
+    pub fn series(&self) -> Vec<(SyscallKey, &SyscallStats)> {
+        let mut out: Vec<(SyscallKey, &SyscallStats)> = self
+            .dense
+            .iter()
+            .enumerate()
+            .filter_map(|(id, s)| s.as_deref().map(|s| (SyscallKey::Id(id as u32), s)))
+            .collect();
+        let mut sparse: Vec<_> = self
+            .sparse
+            .iter()
+            .map(|(&id, s)| (SyscallKey::Id(id), s))
+            .collect();
+        sparse.sort_by_key(|&(k, _)| k);
+        out.extend(sparse);
+        out.extend(self.other.as_ref().map(|s| (SyscallKey::Other, s)));
+        out
+    }
+
+    pub fn get(&self, id: u32) -> Option<&SyscallStats> {
+        match self.dense.get(id as usize) {
+            Some(slot) => slot.as_deref(),
+            None => self.sparse.get(&id),
+        }
+    }
+
+    pub fn folded_events(&self) -> u64 {
+        self.folded_events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: u32, latency_ns: u64, errno: u16) -> SyscallRecord {
+        SyscallRecord {
+            latency_ns,
+            id,
+            errno,
+            _pad: 0,
+        }
+    }
+
+    #[test]
+    fn counts_latency_and_errors_per_syscall() {
+        let mut a = SyscallAggregate::new(2, 4);
+        a.record(&rec(110, 100, 0));
+        a.record(&rec(110, 300, 0));
+        a.record(&rec(81, 50, 9));
+        a.record(&rec(81, 70, 9));
+        a.record(&rec(81, 70, 2));
+        let getppid = a.get(110).unwrap();
+        assert_eq!(getppid.latency.count(), 2);
+        assert_eq!(getppid.latency.sum_ns(), 400);
+        assert_eq!(getppid.error_count(), 0);
+        let fchdir = a.get(81).unwrap();
+        assert_eq!(fchdir.errors, vec![(9, 2), (2, 1)]);
+        assert_eq!(a.series().len(), 2);
+    }
+
+    #[test]
+    fn unknown_numbers_are_kept_then_folded_and_counted() {
+        let mut a = SyscallAggregate::new(2, 2);
+        for id in [5000, 6000, 5000, 7000, 8000, u32::MAX] {
+            a.record(&rec(id, 1, 0));
+        }
+        let keys: Vec<_> = a
+            .series()
+            .into_iter()
+            .map(|(k, s)| (k, s.latency.count()))
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                (SyscallKey::Id(5000), 2),
+                (SyscallKey::Id(6000), 1),
+                (SyscallKey::Other, 3)
+            ]
+        );
+        assert_eq!(a.folded_events(), 3);
+        // Nothing is lost: every event is in some series.
+        assert_eq!(
+            a.series()
+                .iter()
+                .map(|(_, s)| s.latency.count())
+                .sum::<u64>(),
+            6
+        );
+    }
+
+    #[test]
+    fn dense_table_boundary() {
+        let mut a = SyscallAggregate::new(2, 0);
+        a.record(&rec(1023, 1, 0));
+        a.record(&rec(1024, 1, 0));
+        assert!(a.get(1023).is_some());
+        assert_eq!(a.series().last().unwrap().0, SyscallKey::Other);
+    }
+}

@@ -1,0 +1,175 @@
+//! Loading the embedded eBPF object, privilege checks with actionable errors,
+//! the kernel's loss counters, and running a program on a chosen CPU.
+
+use agent_common::syscalls::SyscallOffsets;
+use anyhow::{Context, Result, bail};
+use aya::maps::{MapData, PerCpuArray};
+use aya::{Ebpf, EbpfLoader};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+/// The eBPF programs, built by build.rs from agent-ebpf and embedded here.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-probes"));
+
+pub struct LoadOptions {
+    /// Process to trace (tgid); 0 traces every process.
+    pub target_tgid: u32,
+    pub syscall_offsets: SyscallOffsets,
+    /// Size of the per-thread start table: the kernel's pid_max.
+    pub pid_max: u32,
+    pub ring_bytes: u32,
+}
+
+pub fn load(opts: &LoadOptions) -> Result<Ebpf> {
+    check_privileges()?;
+    let wakeup_bytes = u64::from(opts.ring_bytes / 4);
+    let mut loader = EbpfLoader::new();
+    loader
+        .override_global("TARGET_TGID", &opts.target_tgid, true)
+        .override_global("SYSCALL_OFFSETS", &opts.syscall_offsets, true)
+        .override_global("SYSCALL_WAKEUP_BYTES", &wakeup_bytes, true)
+        .map_max_entries("SYSCALL_START", opts.pid_max)
+        .map_max_entries("SYSCALL_EVENTS", opts.ring_bytes);
+    loader.load(OBJECT).map_err(|e| explain(e.into()))
+}
+
+/// Loads only the empty floor programs' object (same object, nothing resized).
+pub fn load_plain() -> Result<Ebpf> {
+    check_privileges()?;
+    EbpfLoader::new()
+        .load(OBJECT)
+        .map_err(|e| explain(e.into()))
+}
+
+/// Turns the kernel's bare errno into what the user should do.
+pub fn explain(err: anyhow::Error) -> anyhow::Error {
+    let errno = err
+        .chain()
+        .find_map(|e| e.downcast_ref::<io::Error>())
+        .and_then(io::Error::raw_os_error);
+    match errno {
+        Some(libc::EPERM) | Some(libc::EACCES) => err.context(
+            "the kernel refused a BPF operation (not permitted): run the agent as root, or \
+             with CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN",
+        ),
+        Some(libc::ENOSYS) => {
+            err.context("this kernel has no BPF support (CONFIG_BPF_SYSCALL is off)")
+        }
+        Some(libc::ENOMEM) => err.context(
+            "the kernel could not allocate BPF maps: lower --ring-buffer-bytes or raise the \
+             memory limit (RLIMIT_MEMLOCK on kernels before 5.11, else the cgroup limit)",
+        ),
+        _ => err,
+    }
+}
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Fails early with a clear message rather than with EPERM from deep in aya.
+pub fn check_privileges() -> Result<()> {
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let cap_eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    let has = |cap: u32| cap_eff & (1 << cap) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        return Ok(());
+    }
+    bail!(
+        "the agent needs privileges to load eBPF programs: run it as root (sudo), or grant \
+         CAP_BPF and CAP_PERFMON (effective capabilities now: {cap_eff:#x})"
+    )
+}
+
+/// The kernel-side loss counters (`agent_common::counters`), summed over CPUs.
+pub struct KernelCounters {
+    map: PerCpuArray<MapData, u64>,
+}
+
+impl std::fmt::Debug for KernelCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KernelCounters")
+    }
+}
+
+impl KernelCounters {
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
+        let map = ebpf
+            .take_map("COUNTERS")
+            .context("COUNTERS map missing from the object")?;
+        Ok(KernelCounters {
+            map: PerCpuArray::try_from(map)?,
+        })
+    }
+
+    pub fn get(&self, index: u32) -> u64 {
+        match self.map.get(&index, 0) {
+            Ok(per_cpu) => per_cpu.iter().sum(),
+            Err(e) => {
+                tracing::warn!(index, error = %e, "cannot read kernel counter");
+                0
+            }
+        }
+    }
+}
+
+/// `union bpf_attr` for BPF_PROG_TEST_RUN (include/uapi/linux/bpf.h).
+#[repr(C)]
+#[derive(Default)]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+    ctx_size_in: u32,
+    ctx_size_out: u32,
+    ctx_in: u64,
+    ctx_out: u64,
+    flags: u32,
+    cpu: u32,
+    batch_size: u32,
+}
+
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
+const BPF_F_TEST_RUN_ON_CPU: u32 = 1;
+
+/// Runs a raw tracepoint program once on `cpu` (kernel >= 5.10).
+pub fn run_on_cpu(prog: BorrowedFd<'_>, cpu: u32) -> io::Result<()> {
+    let mut attr = TestRunAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        flags: BPF_F_TEST_RUN_ON_CPU,
+        cpu,
+        ..Default::default()
+    };
+    // SAFETY: attr is a valid, initialised bpf_attr prefix and outlives the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            &mut attr as *mut TestRunAttr,
+            std::mem::size_of::<TestRunAttr>() as u32,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// The kernel's pid_max: the largest thread id plus one.
+pub fn pid_max() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(4_194_304)
+}

@@ -1,0 +1,114 @@
+//! Command line. `agent` alone runs node mode with its defaults.
+
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Default metrics address: every interface, port 9477.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:9477";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "agent",
+    version,
+    about = "eBPF telemetry agent: syscall latency and more, as Prometheus metrics"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Node mode (the default): trace the node and serve /metrics.
+    Run(RunArgs),
+    /// Benchmark aid: attach empty programs to the syscall tracepoints and wait.
+    #[command(hide = true)]
+    BenchFloor,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Address to serve /metrics, /healthz and /readyz on.
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+
+    /// Trace only this process (filtered in the kernel; all its threads).
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+
+    /// Fail if any probe cannot attach, instead of running without it.
+    #[arg(long)]
+    pub strict: bool,
+
+    /// Size of each probe's ring buffer in bytes (a power of two, >= 4096).
+    #[arg(long, default_value_t = 4 << 20, value_parser = parse_ring_bytes)]
+    pub ring_buffer_bytes: u32,
+
+    /// Significant digits of the HDR histograms behind percentiles (1-5).
+    /// Memory per histogram grows about 10x per digit.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub hdr_precision: u8,
+
+    /// How often staged kernel records are flushed and drained, in ms (10-10000).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(10..=10_000))]
+    pub flush_interval_ms: u64,
+
+    /// Distinct unknown syscall numbers (>= 1024) exported as their own series
+    /// before further ones are folded into syscall="other".
+    #[arg(long, default_value_t = 64)]
+    pub unknown_syscall_budget: usize,
+
+    /// Where the host's procfs is mounted (in a container: the host's /proc).
+    #[arg(long, default_value = "/proc")]
+    pub procfs: PathBuf,
+}
+
+impl Default for RunArgs {
+    fn default() -> Self {
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            args: RunArgs,
+        }
+        Wrapper::parse_from(["agent"]).args
+    }
+}
+
+fn parse_ring_bytes(s: &str) -> Result<u32, String> {
+    let n: u32 = s
+        .parse()
+        .map_err(|e| format!("`{s}` is not a byte count: {e}"))?;
+    if n < 4096 || !n.is_power_of_two() {
+        return Err(format!(
+            "{n} is not a power of two of at least 4096 (the kernel's ring buffers are power-of-two pages); try {}",
+            n.max(4096).next_power_of_two()
+        ));
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_subcommand_means_node_mode_defaults() {
+        let cli = Cli::try_parse_from(["agent"]).unwrap();
+        assert!(cli.command.is_none());
+        let d = RunArgs::default();
+        assert_eq!(d.listen, DEFAULT_LISTEN.parse().unwrap());
+        assert_eq!(d.pid, None);
+        assert_eq!(d.hdr_precision, 2);
+    }
+
+    #[test]
+    fn bad_values_are_rejected_with_reasons() {
+        let err = |args: &[&str]| Cli::try_parse_from(args).unwrap_err().to_string();
+        assert!(err(&["agent", "run", "--ring-buffer-bytes", "5000"]).contains("power of two"));
+        assert!(err(&["agent", "run", "--ring-buffer-bytes", "1024"]).contains("try 4096"));
+        assert!(err(&["agent", "run", "--hdr-precision", "9"]).contains("9"));
+        assert!(err(&["agent", "run", "--listen", "nonsense"]).contains("nonsense"));
+        assert!(err(&["agent", "run", "--pid", "-3"]).contains("-3"));
+    }
+}

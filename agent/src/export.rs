@@ -1,0 +1,248 @@
+//! Prometheus exposition: collectors that snapshot the aggregates at scrape
+//! time, and the HTTP endpoints (/metrics, /healthz, /readyz).
+
+use crate::aggregate::{SyscallAggregate, SyscallKey};
+use crate::bpf::KernelCounters;
+use crate::names;
+use crate::stats::AgentStats;
+use agent_common::counters;
+use anyhow::{Context, Result};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+/// Every eBPF and agent metric starts with this.
+pub const PREFIX: &str = "ebpf_agent";
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+pub fn registry(
+    syscalls: Arc<Mutex<SyscallAggregate>>,
+    stats: Arc<AgentStats>,
+    kernel: Option<Arc<KernelCounters>>,
+) -> Registry {
+    let mut r = Registry::with_prefix(PREFIX);
+    r.register(
+        "build",
+        "Agent build information",
+        Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+    );
+    r.register_collector(Box::new(SyscallCollector { agg: syscalls }));
+    r.register_collector(Box::new(AgentCollector { stats, kernel }));
+    r
+}
+
+#[derive(Debug)]
+struct SyscallCollector {
+    agg: Arc<Mutex<SyscallAggregate>>,
+}
+
+fn label(key: SyscallKey) -> Cow<'static, str> {
+    match key {
+        SyscallKey::Id(id) => names::syscall(id),
+        SyscallKey::Other => Cow::Borrowed("other"),
+    }
+}
+
+impl Collector for SyscallCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        let agg = self.agg.lock().unwrap_or_else(|p| p.into_inner());
+        let series = agg.series();
+        let mut m = enc.encode_descriptor(
+            "syscall_latency",
+            "Time from syscall entry to exit, by syscall",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        for (key, s) in &series {
+            let labels = [("syscall", label(*key))];
+            m.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
+                s.latency.sum_seconds(),
+                s.latency.count(),
+                &s.latency.buckets_seconds(),
+                None,
+            )?;
+        }
+        let mut m = enc.encode_descriptor(
+            "syscalls",
+            "Completed syscalls, by syscall",
+            None,
+            MetricType::Counter,
+        )?;
+        for (key, s) in &series {
+            let labels = [("syscall", label(*key))];
+            m.encode_family(&labels)?
+                .encode_counter::<NoLabelSet, _, u64>(&s.latency.count(), None)?;
+        }
+        let mut m = enc.encode_descriptor(
+            "syscall_errors",
+            "Syscalls that returned an error, by syscall and errno",
+            None,
+            MetricType::Counter,
+        )?;
+        for (key, s) in &series {
+            for &(errno, n) in &s.errors {
+                let labels = [("syscall", label(*key)), ("errno", names::errno(errno))];
+                m.encode_family(&labels)?
+                    .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+            }
+        }
+        let folded = agg.folded_events();
+        drop(agg);
+        let mut m = enc.encode_descriptor(
+            "series_folded",
+            "Events recorded under label value \"other\" because a family's series budget was spent",
+            None,
+            MetricType::Counter,
+        )?;
+        m.encode_family(&[("family", "syscall")])?
+            .encode_counter::<NoLabelSet, _, u64>(&folded, None)?;
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct AgentCollector {
+    stats: Arc<AgentStats>,
+    kernel: Option<Arc<KernelCounters>>,
+}
+
+impl Collector for AgentCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        let probes = self.stats.probes();
+        let mut m = enc.encode_descriptor(
+            "probe_attached",
+            "Whether the probe is attached (1) or could not attach on this kernel (0)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (probe, p) in probes {
+            m.encode_family(&[("probe", probe)])?
+                .encode_gauge(&i64::from(p.attached.load(Relaxed)))?;
+        }
+        let mut m = enc.encode_descriptor(
+            "events_received",
+            "Events read from the kernel and aggregated",
+            None,
+            MetricType::Counter,
+        )?;
+        for (probe, p) in probes {
+            m.encode_family(&[("probe", probe)])?
+                .encode_counter::<NoLabelSet, _, u64>(&p.events.load(Relaxed), None)?;
+        }
+        let kernel = |index| self.kernel.as_ref().map_or(0, |k| k.get(index));
+        let dropped: [(&str, &str, u64); 3] = [
+            (
+                "syscalls",
+                "ringbuf_full",
+                kernel(counters::SYSCALL_RINGBUF_DROPS),
+            ),
+            (
+                "syscalls",
+                "exit_without_enter",
+                kernel(counters::SYSCALL_EXIT_WITHOUT_ENTER),
+            ),
+            // A malformed item holds up to a batch of events; counted per item.
+            (
+                "syscalls",
+                "decode",
+                self.stats.syscalls.decode_errors.load(Relaxed),
+            ),
+        ];
+        let mut m = enc.encode_descriptor(
+            "events_dropped",
+            "Events lost, by probe and the stage that lost them",
+            None,
+            MetricType::Counter,
+        )?;
+        for (probe, stage, n) in dropped {
+            m.encode_family(&[("probe", probe), ("stage", stage)])?
+                .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+        }
+        Ok(())
+    }
+}
+
+/// Binds the metrics address, turning common failures into what to do.
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                "another process uses it; pick a free one with --listen"
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                "ports below 1024 need root; pick another with --listen"
+            }
+            _ => "check the address given to --listen",
+        };
+        anyhow::Error::new(e).context(format!("cannot listen on {addr}: {hint}"))
+    })
+}
+
+struct HttpState {
+    registry: Registry,
+    stats: Arc<AgentStats>,
+}
+
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    registry: Registry,
+    stats: Arc<AgentStats>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let state = Arc::new(HttpState { registry, stats });
+    let app = axum::Router::new()
+        .route("/", get(index))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|&stop| stop).await;
+        })
+        .await
+        .context("metrics server failed")
+}
+
+async fn metrics(State(s): State<Arc<HttpState>>) -> Response {
+    let mut body = String::with_capacity(64 * 1024);
+    match prometheus_client::encoding::text::encode(&mut body, &s.registry) {
+        Ok(()) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response(),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "encoding metrics failed\n",
+        )
+            .into_response(),
+    }
+}
+
+async fn readyz(State(s): State<Arc<HttpState>>) -> Response {
+    if s.stats.ready.load(Relaxed) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "probes are not attached yet\n",
+        )
+            .into_response()
+    }
+}
+
+async fn index() -> Html<&'static str> {
+    Html(
+        "<html><head><title>ebpf-agent</title></head><body><h1>ebpf-agent</h1>\
+         <p><a href=\"/metrics\">/metrics</a> &middot; <a href=\"/healthz\">/healthz</a> \
+         &middot; <a href=\"/readyz\">/readyz</a></p></body></html>\n",
+    )
+}

@@ -1,0 +1,192 @@
+//! Latency histograms: exact fixed buckets for Prometheus, plus an HDR histogram
+//! for percentiles (the terminal view and JSON).
+//!
+//! The exported buckets are counted exactly at record time rather than derived
+//! from the HDR histogram: HDR quantises values (to ~1% at 2 significant
+//! digits), which would put values near a bucket edge on the wrong side of it.
+
+use hdrhistogram::Histogram;
+
+/// Upper bucket bounds in nanoseconds: 1-2.5-5 steps from 1 µs to 10 s. A value
+/// equal to a bound belongs to that bucket (`le` is inclusive).
+pub const BOUNDS_NS: [u64; 22] = [
+    1_000,
+    2_500,
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
+
+/// Largest value the HDR histogram tracks precisely (1 hour); larger values are
+/// clamped there for percentiles but still counted exactly in buckets and sum.
+const HDR_MAX_NS: u64 = 3_600_000_000_000;
+
+/// Index of the bucket holding `ns`: the first bound >= ns, or `BOUNDS_NS.len()`
+/// (the +Inf bucket) when it exceeds every bound.
+pub fn bucket_index(ns: u64) -> usize {
+    BOUNDS_NS.partition_point(|&bound| bound < ns)
+}
+
+#[derive(Debug, Clone)]
+pub struct LatencyHistogram {
+    /// Non-cumulative counts; the last slot is the +Inf overflow.
+    buckets: [u64; BOUNDS_NS.len() + 1],
+    count: u64,
+    sum_ns: u128,
+    max_ns: u64,
+    hdr: Histogram<u64>,
+}
+
+impl LatencyHistogram {
+    /// `precision`: HDR significant digits (1..=5); memory grows ~10x per digit.
+    pub fn new(precision: u8) -> Self {
+        let hdr = Histogram::new_with_bounds(1, HDR_MAX_NS, precision)
+            .expect("precision is validated at startup to be 1..=5");
+        LatencyHistogram {
+            buckets: [0; BOUNDS_NS.len() + 1],
+            count: 0,
+            sum_ns: 0,
+            max_ns: 0,
+            hdr,
+        }
+    }
+
+    #[inline]
+    pub fn record(&mut self, ns: u64) {
+        self.buckets[bucket_index(ns)] += 1;
+        self.count += 1;
+        self.sum_ns += u128::from(ns);
+        self.max_ns = self.max_ns.max(ns);
+        self.hdr.saturating_record(ns.min(HDR_MAX_NS));
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    pub fn sum_ns(&self) -> u128 {
+        self.sum_ns
+    }
+
+    pub fn max_ns(&self) -> u64 {
+        self.max_ns
+    }
+
+    /// Value at quantile `q` (0..=1) in ns, within the HDR precision; 0 if empty.
+    pub fn quantile_ns(&self, q: f64) -> u64 {
+        if self.count == 0 {
+            0
+        } else {
+            self.hdr.value_at_quantile(q).min(self.max_ns)
+        }
+    }
+
+    /// Sum in seconds, for `_sum`.
+    pub fn sum_seconds(&self) -> f64 {
+        // Whole seconds and the remainder separately keep f64 rounding to the
+        // last digit of the total, not of each part.
+        (self.sum_ns / 1_000_000_000) as f64 + (self.sum_ns % 1_000_000_000) as f64 / 1e9
+    }
+
+    /// (upper bound in seconds, non-cumulative count) pairs ending with +Inf, the
+    /// shape `prometheus_client`'s `encode_histogram` cumulates.
+    pub fn buckets_seconds(&self) -> Vec<(f64, u64)> {
+        BOUNDS_NS
+            .iter()
+            .map(|&b| b as f64 / 1e9)
+            .chain(std::iter::once(f64::INFINITY))
+            .zip(self.buckets.iter().copied())
+            .collect()
+    }
+
+    /// Bytes of memory the HDR counts use (for sizing the precision setting).
+    pub fn hdr_bytes(&self) -> usize {
+        self.hdr.distinct_values() * std::mem::size_of::<u64>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edges_are_right_inclusive() {
+        assert_eq!(bucket_index(0), 0);
+        assert_eq!(bucket_index(999), 0);
+        assert_eq!(bucket_index(1_000), 0); // exactly 1 µs is le="1e-6"
+        assert_eq!(bucket_index(1_001), 1);
+        assert_eq!(bucket_index(2_500), 1);
+        assert_eq!(bucket_index(10_000_000_000), BOUNDS_NS.len() - 1);
+        assert_eq!(bucket_index(10_000_000_001), BOUNDS_NS.len());
+        assert_eq!(bucket_index(u64::MAX), BOUNDS_NS.len());
+    }
+
+    #[test]
+    fn bounds_are_log_spaced_and_increasing() {
+        assert!(BOUNDS_NS.windows(2).all(|w| w[0] < w[1]));
+        for w in BOUNDS_NS.windows(2) {
+            let ratio = w[1] as f64 / w[0] as f64;
+            assert!((2.0..=2.5).contains(&ratio), "{w:?}");
+        }
+    }
+
+    #[test]
+    fn buckets_count_and_sum_are_exact() {
+        let mut h = LatencyHistogram::new(2);
+        for ns in [1, 1_000, 1_001, 7_000_000, 20_000_000_000] {
+            h.record(ns);
+        }
+        assert_eq!(h.count(), 5);
+        assert_eq!(h.sum_ns(), 20_007_002_002);
+        assert_eq!(h.sum_seconds(), 20.007002002);
+        assert_eq!(h.max_ns(), 20_000_000_000);
+        let b = h.buckets_seconds();
+        assert_eq!(b.len(), BOUNDS_NS.len() + 1);
+        assert_eq!(b[0], (1e-6, 2));
+        assert_eq!(b[1], (2.5e-6, 1));
+        assert_eq!(b[11], (5e-3, 0));
+        assert_eq!(b[12], (1e-2, 1));
+        assert_eq!(b[BOUNDS_NS.len()], (f64::INFINITY, 1));
+        assert_eq!(b.iter().map(|&(_, c)| c).sum::<u64>(), h.count());
+    }
+
+    #[test]
+    fn quantiles_follow_precision_and_never_exceed_max() {
+        let mut h = LatencyHistogram::new(3);
+        for ns in 1..=1000u64 {
+            h.record(ns * 1_000);
+        }
+        let p50 = h.quantile_ns(0.5) as f64;
+        assert!((p50 - 500_000.0).abs() / 500_000.0 < 0.002, "{p50}");
+        assert_eq!(h.quantile_ns(1.0), 1_000_000);
+        assert_eq!(LatencyHistogram::new(2).quantile_ns(0.99), 0);
+    }
+
+    #[test]
+    fn huge_values_do_not_panic() {
+        let mut h = LatencyHistogram::new(2);
+        h.record(u64::MAX);
+        h.record(u64::MAX);
+        assert_eq!(h.count(), 2);
+        assert_eq!(h.sum_ns(), 2 * u128::from(u64::MAX));
+        let p50 = h.quantile_ns(0.5);
+        assert!((HDR_MAX_NS..HDR_MAX_NS + HDR_MAX_NS / 50).contains(&p50), "{p50}");
+    }
+}

@@ -1,0 +1,29 @@
+//! The eBPF telemetry agent: kernel probes drained into HDR histograms and
+//! served as Prometheus metrics. See docs/design.md for the shape and reasons.
+
+pub mod aggregate;
+pub mod bpf;
+pub mod cli;
+mod errno_table;
+pub mod export;
+pub mod histogram;
+pub mod logging;
+pub mod names;
+pub mod node;
+pub mod probes;
+pub mod shutdown;
+pub mod stats;
+mod syscall_table;
+pub mod target;
+pub mod tracefs;
+
+use cli::{Cli, Command};
+
+/// Runs the command the user chose.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        None => node::run(cli::RunArgs::default()).await,
+        Some(Command::Run(args)) => node::run(args).await,
+        Some(Command::BenchFloor) => node::bench_floor().await,
+    }
+}

@@ -1,0 +1,36 @@
+//! The agent's own state that /metrics reports: events received, losses in
+//! userspace, which probes are attached, readiness.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+
+#[derive(Debug, Default)]
+pub struct ProbeStats {
+    pub attached: AtomicBool,
+    /// Events decoded and aggregated.
+    pub events: AtomicU64,
+    /// Ring-buffer items that did not decode (wrong size): their events are lost.
+    pub decode_errors: AtomicU64,
+    /// Ring-buffer items read (batches), for the benchmark's wakeup ratio.
+    pub ring_items: AtomicU64,
+}
+
+impl ProbeStats {
+    pub fn add_events(&self, n: u64) {
+        self.events.fetch_add(n, Relaxed);
+        self.ring_items.fetch_add(1, Relaxed);
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct AgentStats {
+    pub syscalls: ProbeStats,
+    /// True once every probe that could attach is attached.
+    pub ready: AtomicBool,
+}
+
+impl AgentStats {
+    /// (probe label, stats) for every probe, for uniform export.
+    pub fn probes(&self) -> [(&'static str, &ProbeStats); 1] {
+        [("syscalls", &self.syscalls)]
+    }
+}

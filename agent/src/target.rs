@@ -1,0 +1,97 @@
+//! Validating the process a user asks to trace, with errors that say what to do.
+
+use anyhow::{Result, bail};
+use std::path::Path;
+
+/// PF_KTHREAD in /proc/<pid>/stat's flags field.
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// Checks that `pid` names a live user-space process (not a thread, not a
+/// kernel thread) under `proc_root`, and returns it as the tgid to filter on.
+pub fn validate(proc_root: &Path, pid: u32) -> Result<u32> {
+    if pid == 0 {
+        bail!(
+            "--pid 0 is not a process (0 is the kernel's idle task); give the PID of a running process"
+        );
+    }
+    let status = match std::fs::read_to_string(proc_root.join(pid.to_string()).join("status")) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("no such process: PID {pid} is not running (check with `ps -p {pid}`)")
+        }
+        Err(e) => bail!("cannot read /proc/{pid}/status: {e}"),
+    };
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    let tgid: u32 = field("Tgid:").parse().unwrap_or(pid);
+    if tgid != pid {
+        bail!("PID {pid} is a thread of process {tgid}; trace the process with --pid {tgid}");
+    }
+    let stat =
+        std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).unwrap_or_default();
+    if kernel_thread(&stat) {
+        bail!(
+            "PID {pid} ({}) is a kernel thread: it makes no syscalls to trace; give a user-space process",
+            field("Name:")
+        );
+    }
+    Ok(pid)
+}
+
+/// Whether a /proc/<pid>/stat line has PF_KTHREAD set. The comm field may hold
+/// spaces and parentheses, so fields are counted after the last ')'.
+fn kernel_thread(stat: &str) -> bool {
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return false;
+    };
+    // After ')': state(3) ppid(4) pgrp(5) session(6) tty_nr(7) tpgid(8) flags(9).
+    rest.split_whitespace()
+        .nth(6)
+        .and_then(|f| f.parse::<u64>().ok())
+        .is_some_and(|flags| flags & PF_KTHREAD != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_thread_flag() {
+        let kthread = "2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 0 0 0 20 0 1 0 3 0 0";
+        let user = "1234 (my (odd) prog) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 50";
+        assert!(kernel_thread(kthread));
+        assert!(!kernel_thread(user));
+        assert!(!kernel_thread("garbage"));
+    }
+
+    #[test]
+    fn real_processes() {
+        let proc_root = Path::new("/proc");
+        let me = std::process::id();
+        assert_eq!(validate(proc_root, me).unwrap(), me);
+        let e = validate(proc_root, 0).unwrap_err().to_string();
+        assert!(e.contains("not a process"), "{e}");
+        let e = validate(proc_root, 2).unwrap_err().to_string(); // kthreadd
+        assert!(e.contains("kernel thread"), "{e}");
+        let e = validate(proc_root, 999_999_999).unwrap_err().to_string();
+        assert!(e.contains("no such process"), "{e}");
+    }
+
+    #[test]
+    fn thread_ids_point_at_their_process() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = std::thread::spawn(move || {
+            tx.send(unsafe { libc::gettid() } as u32).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        });
+        let tid = rx.recv().unwrap();
+        let e = validate(Path::new("/proc"), tid).unwrap_err().to_string();
+        assert!(e.contains(&format!("--pid {}", std::process::id())), "{e}");
+        t.join().unwrap();
+    }
+}
