@@ -3,8 +3,8 @@
 
 use crate::aggregate::{SyscallAggregate, SyscallKey};
 use crate::bpf::KernelCounters;
-use crate::names;
 use crate::stats::AgentStats;
+use crate::{exposition, names};
 use agent_common::counters;
 use anyhow::{Context, Result};
 use axum::extract::State;
@@ -24,7 +24,6 @@ use tokio::sync::watch;
 
 /// Every eBPF and agent metric starts with this.
 pub const PREFIX: &str = "ebpf_agent";
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 pub fn registry(
     syscalls: Arc<Mutex<SyscallAggregate>>,
@@ -215,16 +214,21 @@ pub async fn serve(
         .context("metrics server failed")
 }
 
-async fn metrics(State(s): State<Arc<HttpState>>) -> Response {
+async fn metrics(State(s): State<Arc<HttpState>>, headers: axum::http::HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = exposition::negotiate(accept);
     let mut body = String::with_capacity(64 * 1024);
-    match prometheus_client::encoding::text::encode(&mut body, &s.registry) {
-        Ok(()) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response(),
-        Err(_) => (
+    if prometheus_client::encoding::text::encode(&mut body, &s.registry).is_err() {
+        return (
             StatusCode::INTERNAL_SERVER_ERROR,
             "encoding metrics failed\n",
         )
-            .into_response(),
+            .into_response();
     }
+    if format == exposition::Format::Text004 {
+        body = exposition::to_text_004(&body);
+    }
+    ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
 }
 
 async fn readyz(State(s): State<Arc<HttpState>>) -> Response {

@@ -187,6 +187,9 @@ mod tests {
         assert_eq!(h.count(), 2);
         assert_eq!(h.sum_ns(), 2 * u128::from(u64::MAX));
         let p50 = h.quantile_ns(0.5);
-        assert!((HDR_MAX_NS..HDR_MAX_NS + HDR_MAX_NS / 50).contains(&p50), "{p50}");
+        assert!(
+            (HDR_MAX_NS..HDR_MAX_NS + HDR_MAX_NS / 50).contains(&p50),
+            "{p50}"
+        );
     }
 }

@@ -6,6 +6,7 @@ pub mod bpf;
 pub mod cli;
 mod errno_table;
 pub mod export;
+pub mod exposition;
 pub mod histogram;
 pub mod logging;
 pub mod names;

@@ -78,7 +78,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     }
     tracing::debug!("drain tasks stopped");
     match tokio::time::timeout(grace, server).await {
-        Ok(Ok(Err(e))) => return Err(e),
+        Ok(Ok(Err(e))) => Err(e),
         _ => Ok(()),
     }
 }

@@ -18,9 +18,10 @@ const BUILD_PACKAGES: &[&str] = &[
 ];
 /// Real peers and tools the tests and benchmarks drive.
 const TEST_PACKAGES: &[&str] = &[
-    "bpftrace",                 // peer: counts and overhead
-    "prometheus",               // promtool check metrics
-    "prometheus-node-exporter", // peer for the /proc collectors
+    "bpftrace",                  // peer: counts and overhead
+    "prometheus",                // promtool check metrics (text format 0.0.4)
+    "python3-prometheus-client", // strict OpenMetrics parser
+    "prometheus-node-exporter",  // peer for the /proc collectors
     "stress-ng",
     "iproute2", // ip netns for test hosts
     "hyperfine",

@@ -1,0 +1,142 @@
+//! The agent as a process: endpoints, signals, and the errors a user can hit.
+
+use std::process::{Command, Output};
+use std::time::Duration;
+use tests::{Agent, agent_bin, http_get, require_root};
+
+#[test]
+fn health_ready_and_index_endpoints() {
+    let agent = Agent::start(&[]);
+    for (path, want) in [("/healthz", "ok"), ("/readyz", "ready")] {
+        let r = http_get(agent.addr, path).unwrap();
+        assert_eq!((r.status, r.body.trim()), (200, want), "{path}");
+    }
+    assert!(http_get(agent.addr, "/").unwrap().body.contains("/metrics"));
+    assert_eq!(http_get(agent.addr, "/nope").unwrap().status, 404);
+}
+
+#[test]
+fn sigterm_and_sigint_detach_and_exit_zero_within_a_second() {
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        let mut agent = Agent::start(&[]);
+        let (status, took) = agent.stop_with(signal);
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "signal {signal}; stderr:\n{}",
+            agent.stderr()
+        );
+        assert!(
+            took < Duration::from_secs(1),
+            "signal {signal}: took {took:?}"
+        );
+        assert!(agent.stderr().contains("detaching probes"));
+    }
+    // Nothing of ours stays attached: no agent program is left in the kernel.
+    let progs = Command::new("bpftool").args(["prog", "show"]).output();
+    if let Ok(out) = progs {
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !text.contains("sys_exit") || !text.contains("flush_syscalls"),
+            "{text}"
+        );
+    }
+}
+
+/// Runs the agent to completion with a 10 s limit.
+fn run_agent(args: &[&str]) -> Output {
+    let mut cmd = Command::new("timeout");
+    cmd.arg("10").arg(agent_bin()).args(args);
+    cmd.output().unwrap()
+}
+
+/// The one-line error and the exit code of a run that must fail.
+fn error_of(args: &[&str]) -> (i32, String) {
+    let out = run_agent(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code().unwrap_or(-1), stderr)
+}
+
+#[test]
+fn bad_pids_get_clear_errors() {
+    require_root();
+    for (pid, says) in [
+        ("0", "is not a process"),
+        ("999999999", "no such process"),
+        ("2", "is a kernel thread"), // kthreadd
+    ] {
+        let (code, stderr) = error_of(&["run", "--listen", "127.0.0.1:0", "--pid", pid]);
+        assert_eq!(code, 1, "--pid {pid}: {stderr}");
+        assert!(stderr.contains(says), "--pid {pid}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line, got:\n{stderr}");
+    }
+}
+
+#[test]
+fn bad_config_values_are_rejected_before_starting() {
+    for (args, says) in [
+        (&["run", "--ring-buffer-bytes", "5000"][..], "power of two"),
+        (&["run", "--hdr-precision", "0"][..], "--hdr-precision"),
+        (&["run", "--listen", "localhost"][..], "--listen"),
+        (
+            &["run", "--flush-interval-ms", "5"][..],
+            "--flush-interval-ms",
+        ),
+    ] {
+        let (code, stderr) = error_of(args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn port_in_use_says_so() {
+    require_root();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let (code, stderr) = error_of(&["run", "--listen", &addr]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("cannot listen") && stderr.contains("--listen"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn unprivileged_user_is_told_to_run_as_root() {
+    require_root();
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(agent_bin())
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .output()
+        .expect("setpriv (util-linux) runs the agent as nobody");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("run it as root"), "{stderr}");
+}
+
+#[test]
+fn mounts_tracefs_when_it_is_missing() {
+    require_root();
+    // Lazy unmount: the agent must notice and mount it again itself.
+    let _ = Command::new("umount")
+        .args(["-l", "/sys/kernel/tracing"])
+        .status();
+    assert!(
+        !std::path::Path::new("/sys/kernel/tracing/events").exists(),
+        "could not unmount tracefs for this test"
+    );
+    let agent = Agent::start(&[]);
+    assert!(agent.stderr().contains("mounted it"), "{}", agent.stderr());
+    let e = agent.scrape();
+    assert_eq!(
+        e.value("ebpf_agent_probe_attached", &[("probe", "syscalls")]),
+        1.0
+    );
+}

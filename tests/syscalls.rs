@@ -1,0 +1,208 @@
+//! The syscall probe end to end (agent/src/probes/syscalls.rs, fed by
+//! agent-ebpf/src/syscalls.rs): a child makes known syscalls, the agent traces
+//! it, and /metrics must report exactly those numbers.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::Duration;
+use tests::{Agent, Exposition, workload_bin};
+
+/// A workload child, stopped at "ready" until `go` is called.
+struct Workload {
+    child: Child,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Workload {
+    fn start(args: &[&str]) -> Workload {
+        let mut child = Command::new(workload_bin())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start workload");
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut w = Workload { child, stdout };
+        w.expect_line("ready");
+        w
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    /// Lets the workload run and waits until it has exited.
+    fn go(mut self) {
+        self.child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        self.expect_line("done");
+        assert!(self.child.wait().unwrap().success());
+    }
+
+    fn expect_line(&mut self, want: &str) {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), want, "workload said {line:?}");
+    }
+}
+
+const GETPPID: &[(&str, &str)] = &[("syscall", "getppid")];
+const FCHDIR: &[(&str, &str)] = &[("syscall", "fchdir")];
+
+fn count(e: &Exposition, labels: &[(&str, &str)]) -> f64 {
+    e.value("ebpf_agent_syscalls_total", labels)
+}
+
+#[test]
+fn pid_mode_reports_exact_counts_errors_and_latency() {
+    const N: u64 = 100_000; // spans many 128-record batches and a partial one
+    const M: u64 = 1_234;
+    let w = Workload::start(&["syscalls", &N.to_string(), &M.to_string()]);
+    let agent = Agent::start(&["--pid", &w.pid()]);
+    w.go();
+    let e = agent.scrape_until(Duration::from_secs(10), |e| {
+        count(e, GETPPID) >= N as f64 && count(e, FCHDIR) >= M as f64
+    });
+    // Let any late batch arrive: counts must then still be exact, not over.
+    std::thread::sleep(Duration::from_millis(500));
+    let e2 = agent.scrape();
+    for e in [&e, &e2] {
+        assert_eq!(count(e, GETPPID), N as f64);
+        assert_eq!(
+            e.value("ebpf_agent_syscall_latency_seconds_count", GETPPID),
+            N as f64
+        );
+        assert_eq!(
+            e.value(
+                "ebpf_agent_syscall_latency_seconds_bucket",
+                &[("syscall", "getppid"), ("le", "+Inf")]
+            ),
+            N as f64
+        );
+        assert!(
+            e.matching("ebpf_agent_syscall_errors_total", GETPPID)
+                .next()
+                .is_none()
+        );
+        assert_eq!(count(e, FCHDIR), M as f64);
+        assert_eq!(
+            e.value(
+                "ebpf_agent_syscall_errors_total",
+                &[("syscall", "fchdir"), ("errno", "EBADF")]
+            ),
+            M as f64
+        );
+    }
+    // getppid takes well under 10 µs; the sum is exact ns, so it is positive and bounded.
+    let sum = e2.value("ebpf_agent_syscall_latency_seconds_sum", GETPPID);
+    assert!(sum > 0.0 && sum < N as f64 * 10e-6, "sum {sum}");
+    // Only the target is traced: the agent's own epoll_wait must not appear.
+    assert!(
+        e2.matching("ebpf_agent_syscalls_total", &[("syscall", "epoll_wait")])
+            .next()
+            .is_none()
+    );
+    assert_eq!(
+        e2.value(
+            "ebpf_agent_events_dropped_total",
+            &[("stage", "ringbuf_full")]
+        ),
+        0.0
+    );
+    assert_eq!(
+        e2.value("ebpf_agent_events_dropped_total", &[("stage", "decode")]),
+        0.0
+    );
+    assert_eq!(
+        e2.value("ebpf_agent_probe_attached", &[("probe", "syscalls")]),
+        1.0
+    );
+    // Every event received is in exactly one syscall series.
+    let total: f64 = e2
+        .matching("ebpf_agent_syscalls_total", &[])
+        .map(|s| s.value)
+        .sum();
+    assert_eq!(
+        total,
+        e2.value("ebpf_agent_events_received_total", &[("probe", "syscalls")])
+    );
+}
+
+#[test]
+fn buckets_are_cumulative_and_consistent() {
+    let w = Workload::start(&["syscalls", "5000", "10"]);
+    let agent = Agent::start(&["--pid", &w.pid()]);
+    w.go();
+    let e = agent.scrape_until(Duration::from_secs(10), |e| count(e, GETPPID) >= 5000.0);
+    let mut buckets: Vec<(f64, f64)> = e
+        .matching("ebpf_agent_syscall_latency_seconds_bucket", GETPPID)
+        .map(|s| {
+            let le = &s.labels["le"];
+            (
+                if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().unwrap()
+                },
+                s.value,
+            )
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
+    assert_eq!(buckets.len(), 23, "22 bounds from 1 µs to 10 s, plus +Inf");
+    assert_eq!(buckets[0].0, 1e-6);
+    assert_eq!(buckets[21].0, 10.0);
+    assert!(
+        buckets.windows(2).all(|w| w[0].1 <= w[1].1),
+        "not cumulative: {buckets:?}"
+    );
+    assert_eq!(buckets[22].1, 5000.0);
+}
+
+#[test]
+fn node_mode_traces_other_processes_and_promtool_accepts_it() {
+    let agent = Agent::start(&[]);
+    let w = Workload::start(&["syscalls", "20000", "7"]);
+    w.go();
+    let e = agent.scrape_until(Duration::from_secs(10), |e| count(e, GETPPID) >= 20_000.0);
+    // Other processes may call getppid too, so at least, and not wildly more.
+    let n = count(&e, GETPPID);
+    assert!((20_000.0..21_000.0).contains(&n), "getppid {n}");
+    assert!(count(&e, FCHDIR) >= 7.0);
+    // The agent's own syscalls are visible in node mode.
+    assert!(count(&e, &[("syscall", "epoll_wait")]) > 0.0);
+    agent.check_exposition_with_peers();
+}
+
+#[test]
+fn overload_drops_are_counted_and_agent_keeps_serving() {
+    const PER_THREAD: u64 = 2_000_000;
+    let w = Workload::start(&["storm", "2", &PER_THREAD.to_string()]);
+    // A one-page ring and a slow flush make the kernel run out of room.
+    let agent = Agent::start(&[
+        "--pid",
+        &w.pid(),
+        "--ring-buffer-bytes",
+        "4096",
+        "--flush-interval-ms",
+        "1000",
+    ]);
+    w.go();
+    std::thread::sleep(Duration::from_millis(2500));
+    let e = agent.scrape();
+    let counted = count(&e, GETPPID);
+    let dropped = e.value(
+        "ebpf_agent_events_dropped_total",
+        &[("stage", "ringbuf_full")],
+    );
+    assert!(
+        dropped > 0.0,
+        "expected ring-buffer drops under overload (counted {counted})"
+    );
+    assert!(counted <= 2.0 * PER_THREAD as f64);
+    // Nothing vanishes: every getppid was either counted or is in the drop counter.
+    assert!(
+        counted + dropped >= 2.0 * PER_THREAD as f64,
+        "counted {counted} + dropped {dropped}"
+    );
+    agent.check_exposition_with_peers();
+}
