@@ -206,3 +206,23 @@ fn overload_drops_are_counted_and_agent_keeps_serving() {
     );
     agent.check_exposition_with_peers();
 }
+
+#[test]
+fn unknown_syscall_numbers_are_kept_as_numbers() {
+    // 9999 does not fit the start slot's 12-bit id: sys_exit reads it back from
+    // the registers, and the agent exports it by number.
+    let w = Workload::start(&["unknown", "321"]);
+    let agent = Agent::start(&["--pid", &w.pid()]);
+    w.go();
+    let e = agent.scrape_until(Duration::from_secs(10), |e| {
+        count(e, &[("syscall", "9999")]) >= 321.0
+    });
+    assert_eq!(count(&e, &[("syscall", "9999")]), 321.0);
+    assert_eq!(
+        e.value(
+            "ebpf_agent_syscall_errors_total",
+            &[("syscall", "9999"), ("errno", "ENOSYS")]
+        ),
+        321.0
+    );
+}

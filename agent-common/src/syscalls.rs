@@ -46,26 +46,81 @@ impl SyscallBatch {
     };
 }
 
-/// Field offsets in the `raw_syscalls` tracepoint records, parsed from tracefs
-/// `format` files at startup (layouts differ between kernels).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SyscallOffsets {
-    /// `long id` in `sys_exit`.
-    pub exit_id: u32,
-    /// `long ret` in `sys_exit`.
-    pub exit_ret: u32,
+/// The per-thread start slot packs the entry time and the syscall number into
+/// one u64, so `sys_exit` (whose raw tracepoint has no syscall number) needs no
+/// second lookup: bits 0..52 hold the low bits of the entry time (latencies are
+/// differences modulo 2^52 ns, correct up to 52 days), bits 52..64 hold id + 1
+/// for ids below 4094, or all ones when the id did not fit and `sys_exit` must
+/// read it from the registers. A slot is never 0 once written; 0 means empty.
+pub const TS_BITS: u32 = 52;
+pub const TS_MASK: u64 = (1 << TS_BITS) - 1;
+/// Upper bits meaning "id not stored".
+pub const ID_UNSTORED: u64 = 0xfff;
+
+#[inline(always)]
+pub fn pack_start(ts_ns: u64, id: u64) -> u64 {
+    let tag = if id < ID_UNSTORED - 1 {
+        id + 1
+    } else {
+        ID_UNSTORED
+    };
+    (tag << TS_BITS) | (ts_ns & TS_MASK)
 }
 
-impl SyscallOffsets {
-    /// Offsets on x86_64 kernels since raw_syscalls existed; replaced at load time.
-    pub const DEFAULT: SyscallOffsets = SyscallOffsets {
-        exit_id: 8,
-        exit_ret: 16,
-    };
+/// Latency since the packed start, and the stored id (None: read it elsewhere).
+#[inline(always)]
+pub fn unpack_start(slot: u64, now_ns: u64) -> (u64, Option<u64>) {
+    let latency = now_ns.wrapping_sub(slot) & TS_MASK;
+    let tag = slot >> TS_BITS;
+    (
+        latency,
+        if tag == ID_UNSTORED {
+            None
+        } else {
+            Some(tag - 1)
+        },
+    )
 }
+
+/// Offset of `orig_ax` (the syscall number) in x86_64 `struct pt_regs` (UAPI).
+pub const PT_REGS_ORIG_AX: usize = 120;
 
 /// Largest errno the kernel returns in-band (see `IS_ERR_VALUE`).
 pub const MAX_ERRNO: i64 = 4095;
 
-crate::impl_pod!(SyscallRecord, SyscallBatch, SyscallOffsets);
+crate::impl_pod!(SyscallRecord, SyscallBatch);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packs_id_and_time() {
+        let slot = pack_start(1_000, 110);
+        assert_ne!(slot, 0);
+        assert_eq!(unpack_start(slot, 1_750), (750, Some(110)));
+        assert_ne!(pack_start(0, 0), 0, "a written slot is never empty");
+        assert_eq!(unpack_start(pack_start(0, 0), 5), (5, Some(0)));
+    }
+
+    #[test]
+    fn ids_that_do_not_fit_are_flagged() {
+        assert_eq!(unpack_start(pack_start(10, 4093), 20), (10, Some(4093)));
+        assert_eq!(unpack_start(pack_start(10, 4094), 20).1, None);
+        assert_eq!(unpack_start(pack_start(10, u64::MAX), 20).1, None); // syscall(-1)
+        assert_eq!(unpack_start(pack_start(10, 0x4000_0000), 20).1, None); // x32
+    }
+
+    #[test]
+    fn latency_survives_the_52_bit_wrap() {
+        let start = TS_MASK - 5; // entry just before the low bits wrap
+        let slot = pack_start(start, 1);
+        assert_eq!(unpack_start(slot, start + 100), (100, Some(1)));
+        // Any uptime: only the low bits matter.
+        let start = (7 << 52) + 123;
+        assert_eq!(
+            unpack_start(pack_start(start, 2), start + 1_000_000_000).0,
+            1_000_000_000
+        );
+    }
+}

@@ -1,7 +1,6 @@
 //! Loading the embedded eBPF object, privilege checks with actionable errors,
 //! the kernel's loss counters, and running a program on a chosen CPU.
 
-use agent_common::syscalls::SyscallOffsets;
 use anyhow::{Context, Result, bail};
 use aya::maps::{MapData, PerCpuArray};
 use aya::{Ebpf, EbpfLoader};
@@ -14,7 +13,6 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ag
 pub struct LoadOptions {
     /// Process to trace (tgid); 0 traces every process.
     pub target_tgid: u32,
-    pub syscall_offsets: SyscallOffsets,
     /// Size of the per-thread start table: the kernel's pid_max.
     pub pid_max: u32,
     pub ring_bytes: u32,
@@ -26,7 +24,6 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf> {
     let mut loader = EbpfLoader::new();
     loader
         .override_global("TARGET_TGID", &opts.target_tgid, true)
-        .override_global("SYSCALL_OFFSETS", &opts.syscall_offsets, true)
         .override_global("SYSCALL_WAKEUP_BYTES", &wakeup_bytes, true)
         .map_max_entries("SYSCALL_START", opts.pid_max)
         .map_max_entries("SYSCALL_EVENTS", opts.ring_bytes);

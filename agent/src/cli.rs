@@ -24,7 +24,11 @@ pub enum Command {
     Run(RunArgs),
     /// Benchmark aid: attach empty programs to the syscall tracepoints and wait.
     #[command(hide = true)]
-    BenchFloor,
+    BenchFloor {
+        /// Use the classic tracepoints instead of the raw ones the agent uses.
+        #[arg(long)]
+        classic: bool,
+    },
 }
 
 #[derive(Args, Debug, Clone)]

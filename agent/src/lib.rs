@@ -25,6 +25,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         None => node::run(cli::RunArgs::default()).await,
         Some(Command::Run(args)) => node::run(args).await,
-        Some(Command::BenchFloor) => node::bench_floor().await,
+        Some(Command::BenchFloor { classic }) => node::bench_floor(classic).await,
     }
 }

@@ -6,7 +6,6 @@ use crate::bpf::{self, KernelCounters, LoadOptions};
 use crate::cli::RunArgs;
 use crate::stats::AgentStats;
 use crate::{export, probes, shutdown, target, tracefs};
-use agent_common::syscalls::SyscallOffsets;
 use anyhow::Result;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
@@ -21,14 +20,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
     bpf::check_privileges()?;
     // Bind first: a busy port should fail before anything touches the kernel.
     let listener = export::bind(args.listen).await?;
-    let tracefs = tracefs::ensure_mounted()?;
-    let syscall_offsets = probes::syscalls::offsets(&tracefs).unwrap_or_else(|e| {
-        tracing::warn!("{e:#}");
-        SyscallOffsets::DEFAULT
-    });
     let mut ebpf = bpf::load(&LoadOptions {
         target_tgid,
-        syscall_offsets,
         pid_max: bpf::pid_max(),
         ring_bytes: args.ring_buffer_bytes,
     })?;
@@ -83,13 +76,19 @@ pub async fn run(args: RunArgs) -> Result<()> {
     }
 }
 
-/// Hidden `bench-floor`: empty programs on the syscall tracepoints, so the
+/// Hidden `bench-floor`: empty programs on the syscall raw tracepoints (the
+/// agent's attach type; `--classic`: the classic tracepoints), so the
 /// benchmark can measure what attaching anything costs.
-pub async fn bench_floor() -> Result<()> {
-    tracefs::ensure_mounted()?;
+pub async fn bench_floor(classic: bool) -> Result<()> {
     let mut ebpf = bpf::load_plain()?;
-    probes::attach_tracepoint(&mut ebpf, "floor_sys_enter", "raw_syscalls", "sys_enter")?;
-    probes::attach_tracepoint(&mut ebpf, "floor_sys_exit", "raw_syscalls", "sys_exit")?;
+    if classic {
+        tracefs::ensure_mounted()?;
+        probes::attach_tracepoint(&mut ebpf, "floor_sys_enter", "raw_syscalls", "sys_enter")?;
+        probes::attach_tracepoint(&mut ebpf, "floor_sys_exit", "raw_syscalls", "sys_exit")?;
+    } else {
+        probes::attach_raw_tracepoint(&mut ebpf, "floor_raw_sys_enter", "sys_enter")?;
+        probes::attach_raw_tracepoint(&mut ebpf, "floor_raw_sys_exit", "sys_exit")?;
+    }
     println!("ready");
     shutdown::first_signal().await;
     Ok(())

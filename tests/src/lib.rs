@@ -388,24 +388,33 @@ fn parse_labels(mut s: &str) -> Option<BTreeMap<String, String>> {
     Some(out)
 }
 
-/// Runs `promtool check metrics` on an exposition; panics with its output if it objects.
-pub fn promtool_check(text: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
+/// Runs `cmd` with `input` on its stdin and returns its output; panics with
+/// `hint` if it cannot start.
+fn pipe_through(cmd: &mut Command, input: &str, hint: &str) -> std::process::Output {
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot run promtool ({e}): `cargo xtask setup --test-tools` installs it")
-        });
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?} ({e}): {hint}"));
     child
         .stdin
         .take()
         .unwrap()
-        .write_all(text.as_bytes())
+        .write_all(input.as_bytes())
         .unwrap();
-    let out = child.wait_with_output().unwrap();
+    child.wait_with_output().unwrap()
+}
+
+const INSTALL_HINT: &str = "`cargo xtask setup --test-tools` installs it";
+
+/// Runs `promtool check metrics` (classic text format); panics with its output if it objects.
+pub fn promtool_check(text: &str) {
+    let out = pipe_through(
+        Command::new("promtool").args(["check", "metrics"]),
+        text,
+        INSTALL_HINT,
+    );
     assert!(
         out.status.success(),
         "promtool check metrics rejected the exposition:\n{}{}",
@@ -422,26 +431,14 @@ pub fn openmetrics_check(text: &str) {
         n = sum(1 for _ in parse(sys.stdin.read()))\n\
         print(n, 'families')\n";
     // Debian's interpreter, where the Debian package installs the module.
-    let mut child = Command::new("/usr/bin/python3")
-        .args(["-c", SCRIPT])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot run /usr/bin/python3 ({e}): `cargo xtask setup --test-tools`")
-        });
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = pipe_through(
+        Command::new("/usr/bin/python3").args(["-c", SCRIPT]),
+        text,
+        INSTALL_HINT,
+    );
     assert!(
         out.status.success(),
-        "the OpenMetrics parser rejected the exposition (is python3-prometheus-client installed? \
-         `cargo xtask setup --test-tools`):\n{}",
+        "the OpenMetrics parser rejected the exposition ({INSTALL_HINT}):\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -5,19 +5,35 @@ pub mod syscalls;
 
 use anyhow::{Context, Result};
 use aya::Ebpf;
-use aya::programs::TracePoint;
+use aya::programs::{Program, ProgramError, RawTracePoint, TracePoint};
 
-/// Loads and attaches a classic tracepoint program.
+/// Loads and attaches a classic tracepoint program (needs tracefs).
 pub fn attach_tracepoint(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> Result<()> {
-    let prog: &mut TracePoint = ebpf
-        .program_mut(program)
-        .with_context(|| format!("program {program} missing from the object"))?
-        .try_into()?;
-    prog.load()
-        .map_err(|e| crate::bpf::explain(anyhow::Error::new(e)))
-        .with_context(|| format!("loading {program}"))?;
-    prog.attach(category, name)
-        .map_err(|e| crate::bpf::explain(anyhow::Error::new(e)))
-        .with_context(|| format!("attaching to tracepoint {category}/{name}"))?;
+    let prog: &mut TracePoint = find(ebpf, program)?.try_into()?;
+    explained(prog.load(), || format!("loading {program}"))?;
+    explained(prog.attach(category, name), || {
+        format!("attaching to tracepoint {category}/{name}")
+    })?;
     Ok(())
+}
+
+/// Loads and attaches a raw tracepoint program (no tracefs, no BTF needed).
+pub fn attach_raw_tracepoint(ebpf: &mut Ebpf, program: &str, name: &str) -> Result<()> {
+    let prog: &mut RawTracePoint = find(ebpf, program)?.try_into()?;
+    explained(prog.load(), || format!("loading {program}"))?;
+    explained(prog.attach(name), || {
+        format!("attaching to raw tracepoint {name}")
+    })?;
+    Ok(())
+}
+
+fn find<'a>(ebpf: &'a mut Ebpf, program: &str) -> Result<&'a mut Program> {
+    ebpf.program_mut(program)
+        .with_context(|| format!("program {program} missing from the object"))
+}
+
+/// Adds what the user should do (bpf::explain) and what we were doing.
+fn explained<T>(r: Result<T, ProgramError>, doing: impl FnOnce() -> String) -> Result<T> {
+    r.map_err(|e| crate::bpf::explain(anyhow::Error::new(e)))
+        .with_context(doing)
 }

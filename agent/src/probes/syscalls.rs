@@ -9,25 +9,16 @@
 use crate::aggregate::SyscallAggregate;
 use crate::bpf;
 use crate::stats::ProbeStats;
-use agent_common::syscalls::{BATCH_LEN, SyscallOffsets, SyscallRecord};
+use agent_common::syscalls::{BATCH_LEN, SyscallRecord};
 use anyhow::{Context, Result};
 use aya::Ebpf;
 use aya::maps::{MapData, RingBuf};
 use aya::programs::RawTracePoint;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{Interest, unix::AsyncFd};
 use tokio::sync::watch;
-
-/// Field offsets of raw_syscalls/sys_exit on this kernel.
-pub fn offsets(tracefs: &Path) -> Result<SyscallOffsets> {
-    Ok(SyscallOffsets {
-        exit_id: crate::tracefs::field(tracefs, "raw_syscalls", "sys_exit", "id")?.offset,
-        exit_ret: crate::tracefs::field(tracefs, "raw_syscalls", "sys_exit", "ret")?.offset,
-    })
-}
 
 /// What the running probe needs after attach: its ring and its flush program.
 pub struct Attached {
@@ -36,8 +27,8 @@ pub struct Attached {
 }
 
 pub fn attach(ebpf: &mut Ebpf) -> Result<Attached> {
-    super::attach_tracepoint(ebpf, "sys_enter", "raw_syscalls", "sys_enter")?;
-    super::attach_tracepoint(ebpf, "sys_exit", "raw_syscalls", "sys_exit")?;
+    super::attach_raw_tracepoint(ebpf, "sys_enter", "sys_enter")?;
+    super::attach_raw_tracepoint(ebpf, "sys_exit", "sys_exit")?;
     let flush: &mut RawTracePoint = ebpf
         .program_mut("flush_syscalls")
         .context("flush_syscalls missing from the object")?

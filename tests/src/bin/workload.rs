@@ -3,6 +3,7 @@
 //!
 //!   workload syscalls N M    N getppid() calls and M fchdir(-1) calls (EBADF)
 //!   workload storm T N       T threads, N getppid() calls each (overload)
+//!   workload unknown N       N calls of syscall number 9999 (ENOSYS)
 //!
 //! getppid and fchdir are used because neither Rust's runtime nor libc calls
 //! them on their own, so the counts the agent reports must be exact.
@@ -39,6 +40,12 @@ fn main() {
                 .map(|_| std::thread::spawn(move || getppid_loop(n)))
                 .collect();
             handles.into_iter().for_each(|h| h.join().unwrap());
+        }
+        "unknown" => {
+            for _ in 0..num(2) {
+                let rc = unsafe { libc::syscall(9999) };
+                assert_eq!(rc, -1);
+            }
         }
         _ => panic!("unknown mode {mode:?}"),
     }
