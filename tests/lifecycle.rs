@@ -113,10 +113,10 @@ fn unprivileged_user_is_told_to_run_as_root() {
 }
 
 #[test]
-fn runs_without_tracefs() {
+fn mounts_tracefs_when_it_is_missing() {
     require_root();
-    // The syscall probe uses raw tracepoints, which need no tracefs: useful in
-    // containers that do not mount it. Lazy unmount, restored afterwards.
+    // The TCP probe reads classic tracepoint records, so the agent needs tracefs
+    // and mounts it itself (syscalls and sched use raw tracepoints: no tracefs).
     let _ = Command::new("umount")
         .args(["-l", "/sys/kernel/tracing"])
         .status();
@@ -125,20 +125,20 @@ fn runs_without_tracefs() {
         "could not unmount tracefs for this test"
     );
     let agent = Agent::start(&[]);
-    let e = agent.scrape_until(Duration::from_secs(5), |e| {
-        e.value("ebpf_agent_events_received_total", &[("probe", "syscalls")]) > 0.0
-    });
-    drop(agent);
-    let remount = Command::new("mount")
-        .args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
-        .status();
-    assert_eq!(
-        e.value("ebpf_agent_probe_attached", &[("probe", "syscalls")]),
-        1.0
-    );
-    assert!(e.value("ebpf_agent_events_received_total", &[("probe", "syscalls")]) > 0.0);
     assert!(
-        remount.is_ok_and(|s| s.success()),
-        "could not mount tracefs back"
+        agent
+            .stderr()
+            .contains("tracefs was not mounted: mounted it"),
+        "{}",
+        agent.stderr()
     );
+    assert!(std::path::Path::new("/sys/kernel/tracing/events").exists());
+    let e = agent.scrape();
+    for probe in ["syscalls", "tcp", "sched"] {
+        assert_eq!(
+            e.value("ebpf_agent_probe_attached", &[("probe", probe)]),
+            1.0,
+            "{probe}"
+        );
+    }
 }

@@ -2,48 +2,8 @@
 //! agent-ebpf/src/syscalls.rs): a child makes known syscalls, the agent traces
 //! it, and /metrics must report exactly those numbers.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
-use tests::{Agent, Exposition, workload_bin};
-
-/// A workload child, stopped at "ready" until `go` is called.
-struct Workload {
-    child: Child,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl Workload {
-    fn start(args: &[&str]) -> Workload {
-        let mut child = Command::new(workload_bin())
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start workload");
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut w = Workload { child, stdout };
-        w.expect_line("ready");
-        w
-    }
-
-    fn pid(&self) -> String {
-        self.child.id().to_string()
-    }
-
-    /// Lets the workload run and waits until it has exited.
-    fn go(mut self) {
-        self.child.stdin.take().unwrap().write_all(b"go\n").unwrap();
-        self.expect_line("done");
-        assert!(self.child.wait().unwrap().success());
-    }
-
-    fn expect_line(&mut self, want: &str) {
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), want, "workload said {line:?}");
-    }
-}
+use tests::{Agent, Exposition, Workload};
 
 const GETPPID: &[(&str, &str)] = &[("syscall", "getppid")];
 const FCHDIR: &[(&str, &str)] = &[("syscall", "fchdir")];
@@ -104,12 +64,15 @@ fn pid_mode_reports_exact_counts_errors_and_latency() {
     assert_eq!(
         e2.value(
             "ebpf_agent_events_dropped_total",
-            &[("stage", "ringbuf_full")]
+            &[("probe", "syscalls"), ("stage", "ringbuf_full")]
         ),
         0.0
     );
     assert_eq!(
-        e2.value("ebpf_agent_events_dropped_total", &[("stage", "decode")]),
+        e2.value(
+            "ebpf_agent_events_dropped_total",
+            &[("probe", "syscalls"), ("stage", "decode")]
+        ),
         0.0
     );
     assert_eq!(
@@ -133,21 +96,7 @@ fn buckets_are_cumulative_and_consistent() {
     let agent = Agent::start(&["--pid", &w.pid()]);
     w.go();
     let e = agent.scrape_until(Duration::from_secs(10), |e| count(e, GETPPID) >= 5000.0);
-    let mut buckets: Vec<(f64, f64)> = e
-        .matching("ebpf_agent_syscall_latency_seconds_bucket", GETPPID)
-        .map(|s| {
-            let le = &s.labels["le"];
-            (
-                if le == "+Inf" {
-                    f64::INFINITY
-                } else {
-                    le.parse().unwrap()
-                },
-                s.value,
-            )
-        })
-        .collect();
-    buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
+    let buckets = e.buckets("ebpf_agent_syscall_latency_seconds", GETPPID);
     assert_eq!(buckets.len(), 23, "22 bounds from 1 µs to 10 s, plus +Inf");
     assert_eq!(buckets[0].0, 1e-6);
     assert_eq!(buckets[21].0, 10.0);
@@ -192,7 +141,7 @@ fn overload_drops_are_counted_and_agent_keeps_serving() {
     let counted = count(&e, GETPPID);
     let dropped = e.value(
         "ebpf_agent_events_dropped_total",
-        &[("stage", "ringbuf_full")],
+        &[("probe", "syscalls"), ("stage", "ringbuf_full")],
     );
     assert!(
         dropped > 0.0,

@@ -1,5 +1,5 @@
-//! Indices into the kernel's per-CPU `COUNTERS` array. The kernel increments them
-//! when it has to give up on an event, so every loss is visible in `/metrics`.
+//! Indices into the kernel's per-CPU `COUNTERS` array: mostly what the kernel
+//! had to give up on, so every loss is visible in `/metrics`.
 
 /// Syscall events lost because the ring buffer had no room for a batch.
 pub const SYSCALL_RINGBUF_DROPS: u32 = 0;
@@ -9,5 +9,15 @@ pub const SYSCALL_EXIT_WITHOUT_ENTER: u32 = 1;
 /// Flush requests that found the batch mid-update (it is flushed next round).
 pub const SYSCALL_FLUSH_BUSY: u32 = 2;
 
+/// Connect events lost because the TCP ring buffer was full.
+pub const TCP_RINGBUF_DROPS: u32 = 3;
+/// Connects whose SYN_SENT entry could not be stored (map update failed).
+pub const TCP_INFLIGHT_FULL: u32 = 4;
+/// Passive opens: SYN_RECV -> ESTABLISHED (node mode only: no process to filter on).
+pub const TCP_ACCEPTS: u32 = 5;
+
+/// Run-queue waits not measured because the task's pid/tgid could not be read.
+pub const RUNQ_READ_FAILED: u32 = 6;
+
 /// Number of counters; the size of the `COUNTERS` map.
-pub const COUNT: u32 = 3;
+pub const COUNT: u32 = 7;

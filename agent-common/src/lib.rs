@@ -4,8 +4,11 @@
 //! kernel and userspace agree on the layout byte for byte.
 #![cfg_attr(not(test), no_std)]
 
+pub mod buckets;
 pub mod counters;
+pub mod sched;
 pub mod syscalls;
+pub mod tcp;
 
 /// Implements `aya::Pod` for the userspace side (feature `user`).
 #[macro_export]

@@ -12,3 +12,9 @@ pub fn wanted(tgid: u32) -> bool {
     let target = TARGET_TGID.load();
     target == 0 || target == tgid
 }
+
+/// True when every process is traced (node mode).
+#[inline(always)]
+pub fn all() -> bool {
+    TARGET_TGID.load() == 0
+}

@@ -6,7 +6,9 @@
 mod counters;
 mod filter;
 mod floor;
+mod sched;
 mod syscalls;
+mod tcp;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -13,6 +13,8 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ag
 pub struct LoadOptions {
     /// Process to trace (tgid); 0 traces every process.
     pub target_tgid: u32,
+    pub tcp_offsets: agent_common::tcp::TcpOffsets,
+    pub task_offsets: agent_common::sched::TaskOffsets,
     /// Size of the per-thread start table: the kernel's pid_max.
     pub pid_max: u32,
     pub ring_bytes: u32,
@@ -25,6 +27,9 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf> {
     loader
         .override_global("TARGET_TGID", &opts.target_tgid, true)
         .override_global("SYSCALL_WAKEUP_BYTES", &wakeup_bytes, true)
+        .override_global("TCP_OFFSETS", &opts.tcp_offsets, true)
+        .override_global("TASK_OFFSETS", &opts.task_offsets, true)
+        .map_max_entries("RUNQ_START", opts.pid_max)
         .map_max_entries("SYSCALL_START", opts.pid_max)
         .map_max_entries("SYSCALL_EVENTS", opts.ring_bytes);
     loader.load(OBJECT).map_err(|e| explain(e.into()))

@@ -2,7 +2,6 @@
 
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 /// Default metrics address: every interface, port 9477.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9477";
@@ -63,9 +62,13 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 64)]
     pub unknown_syscall_budget: usize,
 
-    /// Where the host's procfs is mounted (in a container: the host's /proc).
-    #[arg(long, default_value = "/proc")]
-    pub procfs: PathBuf,
+    /// Destinations (ip:port) of outgoing TCP connects exported as their own
+    /// series; later new destinations are folded into destination="other".
+    #[arg(long, default_value_t = 50)]
+    pub tcp_destination_budget: usize,
+
+    #[command(flatten)]
+    pub collectors: crate::collectors::CollectorArgs,
 }
 
 impl Default for RunArgs {

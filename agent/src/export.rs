@@ -27,6 +27,8 @@ pub const PREFIX: &str = "ebpf_agent";
 
 pub fn registry(
     syscalls: Arc<Mutex<SyscallAggregate>>,
+    tcp: Option<crate::tcp::TcpCollector>,
+    runq: Option<crate::probes::sched::RunqCollector>,
     stats: Arc<AgentStats>,
     kernel: Option<Arc<KernelCounters>>,
 ) -> Registry {
@@ -37,6 +39,12 @@ pub fn registry(
         Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
     );
     r.register_collector(Box::new(SyscallCollector { agg: syscalls }));
+    if let Some(tcp) = tcp {
+        r.register_collector(Box::new(tcp));
+    }
+    if let Some(runq) = runq {
+        r.register_collector(Box::new(runq));
+    }
     r.register_collector(Box::new(AgentCollector { stats, kernel }));
     r
 }
@@ -135,12 +143,12 @@ impl Collector for AgentCollector {
             None,
             MetricType::Counter,
         )?;
-        for (probe, p) in probes {
+        for (probe, p) in self.stats.streaming() {
             m.encode_family(&[("probe", probe)])?
                 .encode_counter::<NoLabelSet, _, u64>(&p.events.load(Relaxed), None)?;
         }
         let kernel = |index| self.kernel.as_ref().map_or(0, |k| k.get(index));
-        let dropped: [(&str, &str, u64); 3] = [
+        let dropped: [(&str, &str, u64); 7] = [
             (
                 "syscalls",
                 "ringbuf_full",
@@ -157,6 +165,18 @@ impl Collector for AgentCollector {
                 "decode",
                 self.stats.syscalls.decode_errors.load(Relaxed),
             ),
+            ("tcp", "ringbuf_full", kernel(counters::TCP_RINGBUF_DROPS)),
+            (
+                "tcp",
+                "inflight_map_full",
+                kernel(counters::TCP_INFLIGHT_FULL),
+            ),
+            ("tcp", "decode", self.stats.tcp.decode_errors.load(Relaxed)),
+            (
+                "sched",
+                "task_read_failed",
+                kernel(counters::RUNQ_READ_FAILED),
+            ),
         ];
         let mut m = enc.encode_descriptor(
             "events_dropped",
@@ -168,6 +188,13 @@ impl Collector for AgentCollector {
             m.encode_family(&[("probe", probe), ("stage", stage)])?
                 .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
         }
+        let mut m = enc.encode_descriptor(
+            "tcp_accepts",
+            "Passive TCP opens (SYN_RECV to ESTABLISHED); node mode only",
+            None,
+            MetricType::Counter,
+        )?;
+        m.encode_counter::<NoLabelSet, _, u64>(&kernel(counters::TCP_ACCEPTS), None)?;
         Ok(())
     }
 }
@@ -189,17 +216,18 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
 }
 
 struct HttpState {
-    registry: Registry,
+    /// Encoded in order into one exposition (the agent's own, then node_*).
+    registries: Vec<Registry>,
     stats: Arc<AgentStats>,
 }
 
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    registry: Registry,
+    registries: Vec<Registry>,
     stats: Arc<AgentStats>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
-    let state = Arc::new(HttpState { registry, stats });
+    let state = Arc::new(HttpState { registries, stats });
     let app = axum::Router::new()
         .route("/", get(index))
         .route("/metrics", get(metrics))
@@ -217,18 +245,37 @@ pub async fn serve(
 async fn metrics(State(s): State<Arc<HttpState>>, headers: axum::http::HeaderMap) -> Response {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let format = exposition::negotiate(accept);
-    let mut body = String::with_capacity(64 * 1024);
-    if prometheus_client::encoding::text::encode(&mut body, &s.registry).is_err() {
-        return (
+    // Collectors read /proc, /sys and BPF maps: blocking work, kept off the
+    // async workers so a slow scrape cannot stall draining the ring buffers.
+    let encoded = tokio::task::spawn_blocking(move || {
+        let mut body = String::with_capacity(64 * 1024);
+        encode_all(&mut body, &s.registries).map(|()| body)
+    })
+    .await;
+    match encoded {
+        Ok(Ok(body)) => {
+            let body = match format {
+                exposition::Format::Text004 => exposition::to_text_004(&body),
+                exposition::Format::OpenMetrics => body,
+            };
+            ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
+        }
+        _ => (
             StatusCode::INTERNAL_SERVER_ERROR,
             "encoding metrics failed\n",
         )
-            .into_response();
+            .into_response(),
     }
-    if format == exposition::Format::Text004 {
-        body = exposition::to_text_004(&body);
+}
+
+/// One OpenMetrics exposition from several registries: each registry's
+/// families, then a single `# EOF`.
+fn encode_all(body: &mut String, registries: &[Registry]) -> std::fmt::Result {
+    use prometheus_client::encoding::text::{encode_eof, encode_registry};
+    for r in registries {
+        encode_registry(body, r)?;
     }
-    ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
+    encode_eof(body)
 }
 
 async fn readyz(State(s): State<Arc<HttpState>>) -> Response {

@@ -7,32 +7,7 @@
 
 use hdrhistogram::Histogram;
 
-/// Upper bucket bounds in nanoseconds: 1-2.5-5 steps from 1 µs to 10 s. A value
-/// equal to a bound belongs to that bucket (`le` is inclusive).
-pub const BOUNDS_NS: [u64; 22] = [
-    1_000,
-    2_500,
-    5_000,
-    10_000,
-    25_000,
-    50_000,
-    100_000,
-    250_000,
-    500_000,
-    1_000_000,
-    2_500_000,
-    5_000_000,
-    10_000_000,
-    25_000_000,
-    50_000_000,
-    100_000_000,
-    250_000_000,
-    500_000_000,
-    1_000_000_000,
-    2_500_000_000,
-    5_000_000_000,
-    10_000_000_000,
-];
+pub use agent_common::buckets::BOUNDS_NS;
 
 /// Largest value the HDR histogram tracks precisely (1 hour); larger values are
 /// clamped there for percentiles but still counted exactly in buckets and sum.
@@ -41,7 +16,7 @@ const HDR_MAX_NS: u64 = 3_600_000_000_000;
 /// Index of the bucket holding `ns`: the first bound >= ns, or `BOUNDS_NS.len()`
 /// (the +Inf bucket) when it exceeds every bound.
 pub fn bucket_index(ns: u64) -> usize {
-    BOUNDS_NS.partition_point(|&bound| bound < ns)
+    agent_common::buckets::index(ns)
 }
 
 #[derive(Debug, Clone)]

@@ -3,7 +3,9 @@
 
 pub mod aggregate;
 pub mod bpf;
+pub mod btf;
 pub mod cli;
+pub mod collectors;
 mod errno_table;
 pub mod export;
 pub mod exposition;
@@ -16,6 +18,7 @@ pub mod shutdown;
 pub mod stats;
 mod syscall_table;
 pub mod target;
+pub mod tcp;
 pub mod tracefs;
 
 use cli::{Cli, Command};

@@ -24,13 +24,25 @@ impl ProbeStats {
 #[derive(Debug, Default)]
 pub struct AgentStats {
     pub syscalls: ProbeStats,
+    pub tcp: ProbeStats,
+    pub sched: ProbeStats,
     /// True once every probe that could attach is attached.
     pub ready: AtomicBool,
 }
 
 impl AgentStats {
+    /// Probes that stream events to userspace (sched aggregates in the kernel:
+    /// its event count is `runqueue_latency_seconds_count`).
+    pub fn streaming(&self) -> [(&'static str, &ProbeStats); 2] {
+        [("syscalls", &self.syscalls), ("tcp", &self.tcp)]
+    }
+
     /// (probe label, stats) for every probe, for uniform export.
-    pub fn probes(&self) -> [(&'static str, &ProbeStats); 1] {
-        [("syscalls", &self.syscalls)]
+    pub fn probes(&self) -> [(&'static str, &ProbeStats); 3] {
+        [
+            ("syscalls", &self.syscalls),
+            ("tcp", &self.tcp),
+            ("sched", &self.sched),
+        ]
     }
 }

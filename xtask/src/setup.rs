@@ -24,6 +24,7 @@ const TEST_PACKAGES: &[&str] = &[
     "prometheus-node-exporter",  // peer for the /proc collectors
     "stress-ng",
     "iproute2", // ip netns for test hosts
+    "nftables", // their firewalls (SYN black hole)
     "hyperfine",
     "tmux", // drives the live terminal view
 ];

@@ -1,7 +1,10 @@
 //! Userspace halves of the eBPF probes: attach, drain, aggregate. One file per
 //! probe, named after its kernel counterpart in agent-ebpf.
 
+mod ring;
+pub mod sched;
 pub mod syscalls;
+pub mod tcp;
 
 use anyhow::{Context, Result};
 use aya::Ebpf;

@@ -17,7 +17,6 @@ use aya::programs::RawTracePoint;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{Interest, unix::AsyncFd};
 use tokio::sync::watch;
 
 /// What the running probe needs after attach: its ring and its flush program.
@@ -89,39 +88,16 @@ pub fn spawn(
     agg: Arc<Mutex<SyscallAggregate>>,
     stats: Arc<crate::stats::AgentStats>,
     interval: Duration,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>> {
     let cpus = aya::util::online_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
     let Attached { ring, flush } = attached;
     let flush = Arc::new(flush);
     spawn_flusher(flush.clone(), cpus.clone(), interval, shutdown.clone());
-    // SAFETY: the ring's fd is owned by the RingBuf, which the AsyncFd owns.
-    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-        .map_err(std::io::Error::from)
-        .context("registering the syscall ring buffer with tokio")?;
-    Ok(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => break,
-                guard = ring.readable_mut() => match guard {
-                    Ok(mut guard) => {
-                        drain(guard.get_inner_mut(), &agg, &stats.syscalls);
-                        guard.clear_ready();
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "syscall ring buffer poll failed; draining on the timer only");
-                        tick.tick().await;
-                        drain(ring.get_mut(), &agg, &stats.syscalls);
-                    }
-                },
-                _ = tick.tick() => drain(ring.get_mut(), &agg, &stats.syscalls),
-            }
-        }
-        flush_all(&flush, &cpus);
-        drain(ring.get_mut(), &agg, &stats.syscalls);
-    }))
+    let drain_ring = move |ring: &mut RingBuf<MapData>| drain(ring, &agg, &stats.syscalls);
+    super::ring::spawn_drain("syscall", ring, interval, shutdown, drain_ring, move || {
+        flush_all(&flush, &cpus)
+    })
 }
 
 fn flush_all(prog: &OwnedFd, cpus: &[u32]) {

@@ -4,6 +4,13 @@
 //!   workload syscalls N M    N getppid() calls and M fchdir(-1) calls (EBADF)
 //!   workload storm T N       T threads, N getppid() calls each (overload)
 //!   workload unknown N       N calls of syscall number 9999 (ENOSYS)
+//!   workload spin T MS CPU   T threads busy for MS ms, pinned to CPU (-1: not
+//!                            pinned); prints their thread ids before "ready"...
+//!                            after "ready", as "tids=1,2,3"
+//!   workload connect SYNCNT ADDR N [ADDR N ...]
+//!                            N blocking connects to each ADDR, all at once, one
+//!                            thread each (TCP_SYNCNT = SYNCNT if > 0); prints
+//!                            what connect() returned: "success=.. ECONNREFUSED=.."
 //!
 //! getppid and fchdir are used because neither Rust's runtime nor libc calls
 //! them on their own, so the counts the agent reports must be exact.
@@ -18,7 +25,18 @@ fn main() {
             .unwrap_or_else(|| panic!("usage: workload syscalls N M | storm THREADS N"))
     };
     let mode = args.get(1).map(String::as_str).unwrap_or("");
+    let spinners = (mode == "spin").then(|| Spinners::start(num(2) as usize, num(3), &args[4]));
     println!("ready");
+    if let Some(s) = &spinners {
+        println!(
+            "tids={}",
+            s.tids
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+    }
     std::io::stdout().flush().unwrap();
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line).unwrap();
@@ -47,6 +65,8 @@ fn main() {
                 assert_eq!(rc, -1);
             }
         }
+        "connect" => connects(&args[2..]),
+        "spin" => spinners.unwrap().run(),
         _ => panic!("unknown mode {mode:?}"),
     }
     println!("done");
@@ -57,4 +77,141 @@ fn getppid_loop(n: u64) {
     for _ in 0..n {
         unsafe { libc::syscall(libc::SYS_getppid) };
     }
+}
+
+fn connects(args: &[String]) {
+    let syncnt: i32 = args[0].parse().expect("SYNCNT");
+    let mut threads = Vec::new();
+    for pair in args[1..].chunks(2) {
+        let addr: std::net::SocketAddr = pair[0].parse().expect("ADDR");
+        let n: usize = pair[1].parse().expect("N");
+        threads.extend((0..n).map(|_| std::thread::spawn(move || connect_once(addr, syncnt))));
+    }
+    let mut results = std::collections::BTreeMap::<String, u32>::new();
+    for t in threads {
+        *results.entry(t.join().unwrap()).or_default() += 1;
+    }
+    let summary: Vec<String> = results.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!("{}", summary.join(" "));
+}
+
+/// One blocking connect with libc, so TCP_SYNCNT can be set before it.
+fn connect_once(addr: std::net::SocketAddr, syncnt: i32) -> String {
+    use std::os::fd::FromRawFd;
+    let (family, storage, len) = sockaddr(addr);
+    let fd = unsafe { libc::socket(family, libc::SOCK_STREAM, 0) };
+    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+    let _close = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    if syncnt > 0 {
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_SYNCNT,
+                (&syncnt as *const i32).cast(),
+                4,
+            )
+        };
+        assert_eq!(rc, 0, "TCP_SYNCNT: {}", std::io::Error::last_os_error());
+    }
+    let rc = unsafe { libc::connect(fd, (&storage as *const libc::sockaddr_storage).cast(), len) };
+    if rc == 0 {
+        return "success".into();
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::ECONNREFUSED) => "ECONNREFUSED".into(),
+        Some(libc::ETIMEDOUT) => "ETIMEDOUT".into(),
+        Some(e) => format!("errno{e}"),
+        None => "unknown".into(),
+    }
+}
+
+fn sockaddr(addr: std::net::SocketAddr) -> (i32, libc::sockaddr_storage, libc::socklen_t) {
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    match addr {
+        std::net::SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
+            (
+                libc::AF_INET,
+                storage,
+                size_of::<libc::sockaddr_in>() as u32,
+            )
+        }
+        std::net::SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as u16,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: 0,
+            };
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
+            (
+                libc::AF_INET6,
+                storage,
+                size_of::<libc::sockaddr_in6>() as u32,
+            )
+        }
+    }
+}
+
+/// Busy threads created (and pinned) up front, so their ids are known before
+/// they start; they spin once released.
+struct Spinners {
+    tids: Vec<u32>,
+    go: std::sync::Arc<std::sync::Barrier>,
+    handles: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Spinners {
+    fn start(threads: usize, ms: u64, cpu: &str) -> Spinners {
+        let cpu: i32 = cpu.parse().expect("CPU");
+        let go = std::sync::Arc::new(std::sync::Barrier::new(threads + 1));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let handles = (0..threads)
+            .map(|_| {
+                let (go, tx) = (go.clone(), tx.clone());
+                std::thread::spawn(move || {
+                    if cpu >= 0 {
+                        pin_to(cpu as usize);
+                    }
+                    tx.send(unsafe { libc::gettid() } as u32).unwrap();
+                    go.wait();
+                    let end = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+                    while std::time::Instant::now() < end {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        let tids = (0..threads).map(|_| rx.recv().unwrap()).collect();
+        Spinners { tids, go, handles }
+    }
+
+    fn run(self) {
+        self.go.wait();
+        self.handles.into_iter().for_each(|h| h.join().unwrap());
+    }
+}
+
+fn pin_to(cpu: usize) {
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    let rc = unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) };
+    assert_eq!(
+        rc,
+        0,
+        "sched_setaffinity: {}",
+        std::io::Error::last_os_error()
+    );
 }

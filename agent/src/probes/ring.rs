@@ -1,0 +1,51 @@
+//! The drain loop every streaming probe shares: read the ring buffer when the
+//! kernel wakes us and on a timer (producers may submit without waking us),
+//! until shutdown, then run a last hook and drain once more.
+
+use anyhow::{Context, Result};
+use aya::maps::{MapData, RingBuf};
+use std::time::Duration;
+use tokio::io::{Interest, unix::AsyncFd};
+use tokio::sync::watch;
+
+pub fn spawn_drain<D, L>(
+    name: &'static str,
+    ring: RingBuf<MapData>,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+    mut drain: D,
+    before_last_drain: L,
+) -> Result<tokio::task::JoinHandle<()>>
+where
+    D: FnMut(&mut RingBuf<MapData>) + Send + 'static,
+    L: FnOnce() + Send + 'static,
+{
+    // SAFETY: the ring's fd is owned by the RingBuf, which the AsyncFd owns.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(std::io::Error::from)
+        .with_context(|| format!("registering the {name} ring buffer with tokio"))?;
+    Ok(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                guard = ring.readable_mut() => match guard {
+                    Ok(mut guard) => {
+                        // Drain to empty before clearing: the fd is edge-triggered.
+                        drain(guard.get_inner_mut());
+                        guard.clear_ready();
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "{name} ring buffer poll failed; draining on the timer only");
+                        tick.tick().await;
+                        drain(ring.get_mut());
+                    }
+                },
+                _ = tick.tick() => drain(ring.get_mut()),
+            }
+        }
+        before_last_drain();
+        drain(ring.get_mut());
+    }))
+}

@@ -1,0 +1,113 @@
+//! Run-queue latency probe, userspace side (kernel side: agent-ebpf/src/sched.rs).
+//! The kernel aggregates per CPU; the collector sums the CPUs at scrape time.
+
+use crate::btf::kernel_member_offset;
+use agent_common::buckets::{BOUNDS_NS, COUNT};
+use agent_common::sched::{RunqHist, TaskOffsets};
+use anyhow::{Context, Result, bail};
+use aya::Ebpf;
+use aya::maps::{MapData, PerCpuArray};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Unit;
+use std::sync::Mutex;
+
+/// `task_struct` offsets from kernel BTF. The kernel reads pid and tgid in one
+/// 8-byte read, so they must be adjacent (they have been for decades).
+pub fn offsets() -> Result<TaskOffsets> {
+    let pid = kernel_member_offset("task_struct", "pid")?;
+    let tgid = kernel_member_offset("task_struct", "tgid")?;
+    if tgid != pid + 4 {
+        bail!("task_struct.tgid ({tgid}) does not follow pid ({pid}) on this kernel");
+    }
+    Ok(TaskOffsets { pid, _pad: 0 })
+}
+
+pub fn attach(ebpf: &mut Ebpf) -> Result<RunqCollector> {
+    for tp in ["sched_wakeup", "sched_wakeup_new", "sched_switch"] {
+        super::attach_raw_tracepoint(ebpf, tp, tp)?;
+    }
+    let map = ebpf.take_map("RUNQ_HIST").context("RUNQ_HIST missing")?;
+    Ok(RunqCollector {
+        map: Mutex::new(PerCpuArray::try_from(map)?),
+    })
+}
+
+/// Sum of the per-CPU histograms; `None` if the map cannot be read.
+pub fn read(map: &PerCpuArray<MapData, RunqHist>) -> Option<RunqHist> {
+    let per_cpu = map.get(&0, 0).ok()?;
+    let mut total = RunqHist::ZERO;
+    for h in per_cpu.iter() {
+        for (t, v) in total.buckets.iter_mut().zip(h.buckets) {
+            *t += v;
+        }
+        total.count += h.count;
+        total.sum_ns += h.sum_ns;
+    }
+    Some(total)
+}
+
+pub struct RunqCollector {
+    map: Mutex<PerCpuArray<MapData, RunqHist>>,
+}
+
+impl RunqCollector {
+    pub fn snapshot(&self) -> Option<RunqHist> {
+        read(&*self.map.lock().ok()?)
+    }
+}
+
+impl std::fmt::Debug for RunqCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RunqCollector")
+    }
+}
+
+/// (bound in seconds, non-cumulative count) pairs for encode_histogram.
+pub fn buckets_seconds(h: &RunqHist) -> Vec<(f64, u64)> {
+    let bounds = BOUNDS_NS
+        .iter()
+        .map(|&b| b as f64 / 1e9)
+        .chain([f64::INFINITY]);
+    bounds.zip(h.buckets).take(COUNT).collect()
+}
+
+impl Collector for RunqCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        let Some(h) = self.snapshot() else {
+            tracing::warn!("cannot read the run-queue histogram map");
+            return Ok(());
+        };
+        let mut m = enc.encode_descriptor(
+            "runqueue_latency",
+            "Time runnable threads waited for a CPU (node-wide, or the target's threads with --pid)",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        let sum = (h.sum_ns / 1_000_000_000) as f64 + (h.sum_ns % 1_000_000_000) as f64 / 1e9;
+        m.encode_histogram::<NoLabelSet>(sum, h.count, &buckets_seconds(&h), None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_pair_bounds_with_counts() {
+        let mut h = RunqHist::ZERO;
+        h.buckets[0] = 3;
+        h.buckets[COUNT - 1] = 1;
+        let b = buckets_seconds(&h);
+        assert_eq!(b.len(), COUNT);
+        assert_eq!(b[0], (1e-6, 3));
+        assert_eq!(b[COUNT - 1], (f64::INFINITY, 1));
+    }
+
+    #[test]
+    fn this_kernel_has_adjacent_pid_and_tgid() {
+        let off = offsets().expect("BTF on this machine");
+        assert!(off.pid > 0);
+    }
+}

@@ -1,0 +1,291 @@
+//! TCP connect aggregate and its metrics: latency of successful connects,
+//! connects by outcome, and by destination behind a series budget.
+
+use crate::histogram::LatencyHistogram;
+use agent_common::tcp::{ConnectEvent, TCP_ESTABLISHED};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Unit;
+use std::collections::HashMap;
+use std::net::{Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+/// How a connect ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Outcome {
+    Success,
+    /// The peer answered with a reset (ECONNREFUSED).
+    Refused,
+    /// The kernel gave up retransmitting the SYN (ETIMEDOUT).
+    TimedOut,
+    /// ICMP said the host or network is unreachable.
+    Unreachable,
+    /// Closed before completing with no error reported: the application gave
+    /// up first (its own connect timeout, or close()).
+    Aborted,
+    /// Any other error the kernel reported.
+    OtherError,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 6] = [
+        Outcome::Success,
+        Outcome::Refused,
+        Outcome::TimedOut,
+        Outcome::Unreachable,
+        Outcome::Aborted,
+        Outcome::OtherError,
+    ];
+
+    pub fn of(ev: &ConnectEvent) -> Outcome {
+        if ev.newstate == TCP_ESTABLISHED as u32 {
+            return Outcome::Success;
+        }
+        if ev.error == agent_common::tcp::ERROR_UNKNOWN {
+            return Outcome::OtherError;
+        }
+        match ev.error as i32 {
+            0 => Outcome::Aborted,
+            libc::ECONNREFUSED => Outcome::Refused,
+            libc::ETIMEDOUT => Outcome::TimedOut,
+            libc::EHOSTUNREACH | libc::ENETUNREACH => Outcome::Unreachable,
+            _ => Outcome::OtherError,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Refused => "refused",
+            Outcome::TimedOut => "timed_out",
+            Outcome::Unreachable => "unreachable",
+            Outcome::Aborted => "aborted",
+            Outcome::OtherError => "other_error",
+        }
+    }
+}
+
+/// `ip:port` of the destination; IPv4-mapped addresses print as IPv4.
+pub fn destination(ev: &ConnectEvent) -> String {
+    let v6 = Ipv6Addr::from(ev.daddr);
+    let ip = v6
+        .to_ipv4_mapped()
+        .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4);
+    SocketAddr::new(ip, ev.dport).to_string()
+}
+
+#[derive(Debug)]
+pub struct TcpAggregate {
+    /// Successful connects only: a failure's duration is not a connect latency.
+    pub latency: LatencyHistogram,
+    pub outcomes: HashMap<Outcome, u64>,
+    /// Per destination, by outcome. Admission is sticky (a destination is never
+    /// demoted, so its counters stay monotonic); past the budget, new
+    /// destinations are folded into "other".
+    destinations: HashMap<String, HashMap<Outcome, u64>>,
+    budget: usize,
+    folded: u64,
+}
+
+impl TcpAggregate {
+    pub fn new(precision: u8, budget: usize) -> Self {
+        TcpAggregate {
+            latency: LatencyHistogram::new(precision),
+            outcomes: HashMap::new(),
+            destinations: HashMap::new(),
+            budget,
+            folded: 0,
+        }
+    }
+
+    pub fn record(&mut self, ev: &ConnectEvent) {
+        let outcome = Outcome::of(ev);
+        if outcome == Outcome::Success {
+            self.latency.record(ev.latency_ns);
+        }
+        *self.outcomes.entry(outcome).or_default() += 1;
+        let mut dest = destination(ev);
+        if !self.destinations.contains_key(&dest) && self.destinations.len() >= self.budget {
+            self.folded += 1;
+            dest = "other".into();
+        }
+        *self
+            .destinations
+            .entry(dest)
+            .or_default()
+            .entry(outcome)
+            .or_default() += 1;
+    }
+
+    pub fn count(&self, outcome: Outcome) -> u64 {
+        self.outcomes.get(&outcome).copied().unwrap_or(0)
+    }
+
+    pub fn folded(&self) -> u64 {
+        self.folded
+    }
+
+    /// (destination, outcome, count), sorted.
+    pub fn by_destination(&self) -> Vec<(&str, Outcome, u64)> {
+        let mut v: Vec<_> = self
+            .destinations
+            .iter()
+            .flat_map(|(d, o)| o.iter().map(move |(&o, &n)| (d.as_str(), o, n)))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+/// Exports the aggregate; `in_flight` counts entries in the kernel's map.
+pub struct TcpCollector {
+    pub agg: Arc<Mutex<TcpAggregate>>,
+    pub in_flight: Box<dyn Fn() -> Option<u64> + Send + Sync>,
+}
+
+impl std::fmt::Debug for TcpCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TcpCollector")
+    }
+}
+
+impl Collector for TcpCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        let agg = self.agg.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = enc.encode_descriptor(
+            "tcp_connect_latency",
+            "Time from connect() entering SYN_SENT to ESTABLISHED, successful connects",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        m.encode_histogram::<NoLabelSet>(
+            agg.latency.sum_seconds(),
+            agg.latency.count(),
+            &agg.latency.buckets_seconds(),
+            None,
+        )?;
+        let mut m = enc.encode_descriptor(
+            "tcp_connects",
+            "Outgoing TCP connects, by outcome",
+            None,
+            MetricType::Counter,
+        )?;
+        for outcome in Outcome::ALL {
+            m.encode_family(&[("outcome", outcome.label())])?
+                .encode_counter::<NoLabelSet, _, u64>(&agg.count(outcome), None)?;
+        }
+        let mut m = enc.encode_descriptor(
+            "tcp_connects_by_destination",
+            "Outgoing TCP connects by destination (ip:port) and outcome; destinations past the budget are \"other\"",
+            None,
+            MetricType::Counter,
+        )?;
+        for (dest, outcome, n) in agg.by_destination() {
+            m.encode_family(&[("destination", dest), ("outcome", outcome.label())])?
+                .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+        }
+        let folded = agg.folded();
+        drop(agg);
+        let mut m = enc.encode_descriptor(
+            "tcp_destinations_folded",
+            "Connects counted under destination=\"other\" because the destination budget was spent",
+            None,
+            MetricType::Counter,
+        )?;
+        m.encode_counter::<NoLabelSet, _, u64>(&folded, None)?;
+        if let Some(n) = (self.in_flight)() {
+            let mut m = enc.encode_descriptor(
+                "tcp_connects_in_flight",
+                "Connects in SYN_SENT the kernel is tracking now",
+                None,
+                MetricType::Gauge,
+            )?;
+            m.encode_gauge(&(n as i64))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agent_common::tcp::{AF_INET, AF_INET6, TCP_CLOSE};
+
+    fn ev(newstate: i32, error: i32, daddr: [u8; 16], dport: u16) -> ConnectEvent {
+        ConnectEvent {
+            latency_ns: 50_000,
+            newstate: newstate as u32,
+            error: error as u32,
+            family: AF_INET,
+            dport,
+            daddr,
+            ..Default::default()
+        }
+    }
+
+    fn v4(a: [u8; 4]) -> [u8; 16] {
+        std::net::Ipv4Addr::from(a).to_ipv6_mapped().octets()
+    }
+
+    #[test]
+    fn outcomes() {
+        let d = v4([127, 0, 0, 1]);
+        assert_eq!(Outcome::of(&ev(TCP_ESTABLISHED, 0, d, 1)), Outcome::Success);
+        assert_eq!(
+            Outcome::of(&ev(TCP_CLOSE, libc::ECONNREFUSED, d, 1)),
+            Outcome::Refused
+        );
+        assert_eq!(
+            Outcome::of(&ev(TCP_CLOSE, libc::ETIMEDOUT, d, 1)),
+            Outcome::TimedOut
+        );
+        assert_eq!(
+            Outcome::of(&ev(TCP_CLOSE, libc::EHOSTUNREACH, d, 1)),
+            Outcome::Unreachable
+        );
+        assert_eq!(Outcome::of(&ev(TCP_CLOSE, 0, d, 1)), Outcome::Aborted);
+        assert_eq!(
+            Outcome::of(&ev(TCP_CLOSE, libc::EPROTO, d, 1)),
+            Outcome::OtherError
+        );
+        assert_eq!(
+            Outcome::of(&ev(TCP_CLOSE, -1, d, 1)),
+            Outcome::OtherError,
+            "unknown (no BTF)"
+        );
+    }
+
+    #[test]
+    fn destinations_print_v4_and_v6() {
+        assert_eq!(
+            destination(&ev(1, 0, v4([10, 1, 2, 3]), 443)),
+            "10.1.2.3:443"
+        );
+        let mut e = ev(1, 0, Ipv6Addr::LOCALHOST.octets(), 8080);
+        e.family = AF_INET6;
+        assert_eq!(destination(&e), "[::1]:8080");
+    }
+
+    #[test]
+    fn budget_folds_new_destinations_and_counts_them() {
+        let mut a = TcpAggregate::new(2, 2);
+        for port in [1, 2, 1, 3, 4, 2] {
+            a.record(&ev(TCP_ESTABLISHED, 0, v4([127, 0, 0, 1]), port));
+        }
+        a.record(&ev(TCP_CLOSE, libc::ECONNREFUSED, v4([127, 0, 0, 1]), 3));
+        let by = a.by_destination();
+        assert_eq!(
+            by,
+            vec![
+                ("127.0.0.1:1", Outcome::Success, 2),
+                ("127.0.0.1:2", Outcome::Success, 2),
+                ("other", Outcome::Success, 2),
+                ("other", Outcome::Refused, 1),
+            ]
+        );
+        assert_eq!(a.folded(), 3);
+        assert_eq!(a.count(Outcome::Success), 6);
+        assert_eq!(a.latency.count(), 6, "only successes are latencies");
+    }
+}
