@@ -1,0 +1,667 @@
+//! `cargo xtask bench <name>`: overhead measurements against a baseline and a
+//! peer, in one interleaved run. Each benchmark lives in its own file; this one
+//! holds what they share: rounds, medians, /proc sampling, background
+//! processes and a minimal HTTP client for the agent's endpoints.
+//!
+//! The machine is noisy (a small VM, often busy compiling), so every benchmark
+//! measures all its configurations once per round, rotates their order between
+//! rounds so drift hits each one equally, and reports medians.
+
+mod syscalls;
+
+use anyhow::{Context, Result, bail};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Which benchmark to run.
+    #[arg(value_enum)]
+    pub which: Benchmark,
+
+    /// Rounds; each measures every configuration once, in rotated order.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: u32,
+
+    /// Calls per measurement (syscalls: getppid calls in the timed loop).
+    #[arg(long, default_value_t = 2_000_000, value_parser = clap::value_parser!(u64).range(1000..))]
+    pub calls: u64,
+
+    /// CPU the workload thread is pinned to (default: the last one we may use).
+    #[arg(long)]
+    pub cpu: Option<usize>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum Benchmark {
+    /// Cost per syscall of the syscall probe, against an empty probe and bpftrace.
+    Syscalls,
+    /// Not implemented yet.
+    Scrape,
+    /// Not implemented yet.
+    Sched,
+    /// Not implemented yet.
+    Tcp,
+}
+
+pub fn bench(args: BenchArgs) -> Result<()> {
+    match args.which {
+        Benchmark::Syscalls => syscalls::run(&args),
+        other => {
+            let name = format!("{other:?}").to_lowercase();
+            bail!(
+                "benchmark `{name}` is not implemented yet (it will live in xtask/src/bench/{name}.rs); \
+                 available: syscalls"
+            )
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Rounds and statistics
+
+/// Runs `measure` once per configuration per round. Round `r` starts at
+/// configuration `r` (mod n) so no configuration is always first or last.
+/// Returns the results per configuration, in the order of `configs`.
+pub fn interleaved<C, R>(
+    rounds: u32,
+    configs: &[C],
+    mut measure: impl FnMut(u32, &C) -> Result<R>,
+) -> Result<Vec<Vec<R>>> {
+    let mut results: Vec<Vec<R>> = configs.iter().map(|_| Vec::new()).collect();
+    for round in 0..rounds {
+        for i in rotated(configs.len(), round as usize) {
+            results[i].push(measure(round, &configs[i])?);
+        }
+    }
+    Ok(results)
+}
+
+/// 0..n starting at `start` (mod n) and wrapping around.
+fn rotated(n: usize, start: usize) -> impl Iterator<Item = usize> {
+    (0..n).map(move |i| (i + start) % n.max(1))
+}
+
+/// Median of the values (mean of the middle two for an even count); NaN if empty.
+pub fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+pub fn min_max(values: &[f64]) -> (f64, f64) {
+    values
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        })
+}
+
+// ---------------------------------------------------------------------------
+// The machine and processes, from /proc
+
+/// CPU time (user + system, every thread) a process has used so far.
+pub fn process_cpu(pid: u32) -> Result<Duration> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let ticks = parse_cpu_ticks(&stat).with_context(|| format!("unexpected format of {path}"))?;
+    Ok(Duration::from_secs_f64(
+        ticks as f64 / clock_ticks_per_second(),
+    ))
+}
+
+/// utime + stime of a /proc/<pid>/stat line. The command name (field 2) may
+/// hold spaces and parentheses, so fields are counted from its closing ')'.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    // After the name come field 3 (state) onwards; utime and stime are 14 and 15.
+    let mut fields = after_name.split_whitespace().skip(14 - 3);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+        n if n > 0 => n as f64,
+        _ => 100.0, // what Linux uses everywhere
+    }
+}
+
+/// Resident set size of a process, in bytes (VmRSS).
+pub fn process_rss(pid: u32) -> Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .with_context(|| format!("no VmRSS in {path}"))?;
+    Ok(kib * 1024)
+}
+
+/// The running kernel's release, e.g. 6.18.44.
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The first CPU's model name from /proc/cpuinfo.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+pub fn require_root() -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "benchmarks load eBPF programs and must run as root (try `sudo cargo xtask bench ...`)"
+        );
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// CPU pinning
+
+/// CPUs the calling thread may run on.
+pub fn allowed_cpus() -> Result<Vec<usize>> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set, and the size matches it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    if unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("sched_getaffinity");
+    }
+    let cpus = (0..libc::CPU_SETSIZE as usize)
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect();
+    Ok(cpus)
+}
+
+/// Pins the calling thread (not the process) to one CPU.
+pub fn pin_current_thread(cpu: usize) -> Result<()> {
+    // SAFETY: as above; CPU_SET only writes inside the set for cpu < CPU_SETSIZE.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    if cpu >= libc::CPU_SETSIZE as usize {
+        bail!("CPU {cpu} is out of range");
+    }
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    if unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("cannot pin the workload thread to CPU {cpu}"));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// The agent binary
+
+/// `$AGENT_BIN` if set; otherwise builds the agent (release) and returns
+/// `<target dir>/release/agent`.
+pub fn agent_bin() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("AGENT_BIN") {
+        let path = PathBuf::from(path);
+        if !path.is_file() {
+            bail!("AGENT_BIN={} does not exist", path.display());
+        }
+        return Ok(path);
+    }
+    crate::cmd::cargo(&["build", "--release", "-p", "agent"])?;
+    let root = crate::cmd::workspace_root();
+    // cargo resolves a relative CARGO_TARGET_DIR against its working directory,
+    // which crate::cmd::cargo sets to the workspace root.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(|t| root.join(t))
+        .unwrap_or_else(|| root.join("target"));
+    let path = target.join("release/agent");
+    if !path.is_file() {
+        bail!("built the agent but {} is missing", path.display());
+    }
+    Ok(path)
+}
+
+// ---------------------------------------------------------------------------
+// Background processes
+
+/// A child process that is always stopped: by `stop`, or else when dropped
+/// (an error or panic anywhere in a benchmark must not leave probes attached).
+///
+/// Its stdout is read line by line on a thread that keeps draining it until
+/// the child exits, so a child that prints a lot while stopping (bpftrace
+/// dumps its maps on SIGINT) never blocks on a full pipe. Its stderr is kept
+/// (the last few KiB) for error messages.
+pub struct Background {
+    name: String,
+    child: Child,
+    stop_signal: i32,
+    stdout_lines: Receiver<String>,
+    stderr: Arc<Mutex<String>>,
+    stopped: bool,
+}
+
+/// How long a child may take to exit after its stop signal before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+const STDERR_KEEP: usize = 4096;
+
+impl Background {
+    /// Starts `cmd`; `stop_signal` (e.g. SIGTERM) is what asks it to exit cleanly.
+    pub fn spawn(name: &str, mut cmd: Command, stop_signal: i32) -> Result<Background> {
+        // Drop cannot run if xtask itself is killed: have the kernel send the
+        // stop signal then. (It fires when the spawning thread exits; benchmarks
+        // spawn from the main thread.)
+        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+        unsafe {
+            cmd.pre_exec(move || {
+                match libc::prctl(libc::PR_SET_PDEATHSIG, stop_signal as libc::c_ulong) {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                }
+            });
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start {name} ({cmd:?})"))?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        Ok(Background {
+            name: name.to_string(),
+            stop_signal,
+            stdout_lines: forward_lines(stdout),
+            stderr: keep_tail(stderr),
+            child,
+            stopped: false,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until the child prints a stdout line for which `ready` holds.
+    pub fn wait_for_line(&mut self, timeout: Duration, ready: impl Fn(&str) -> bool) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stdout_lines.recv_timeout(left) {
+                Ok(line) if ready(&line) => return Ok(()),
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    bail!(
+                        "{} not ready within {timeout:?}{}",
+                        self.name,
+                        self.stderr_note()
+                    )
+                }
+                // stdout closed: the child has exited (or closed it, which it should not).
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.check_running()?;
+                    bail!(
+                        "{} closed its stdout before it was ready{}",
+                        self.name,
+                        self.stderr_note()
+                    )
+                }
+            }
+        }
+    }
+
+    /// Polls `ready` every 50 ms until it holds, failing early if the child exits.
+    pub fn wait_until(&mut self, timeout: Duration, ready: impl Fn() -> bool) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.check_running()?;
+            if ready() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} not ready within {timeout:?}{}",
+                    self.name,
+                    self.stderr_note()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Fails (with its stderr) if the child has exited.
+    pub fn check_running(&mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            // Give the stderr thread a moment to collect the last words.
+            std::thread::sleep(Duration::from_millis(100));
+            bail!(
+                "{} exited unexpectedly ({status}){}",
+                self.name,
+                self.stderr_note()
+            );
+        }
+        Ok(())
+    }
+
+    /// Sends the stop signal and waits; fails if it needed SIGKILL or exited non-zero.
+    pub fn stop(mut self) -> Result<()> {
+        let status = self.terminate();
+        match status {
+            Some(s) if s.success() => Ok(()),
+            Some(s) => bail!(
+                "{} exited with {s} when stopped{}",
+                self.name,
+                self.stderr_note()
+            ),
+            None => bail!(
+                "{} did not exit within {STOP_GRACE:?} of its stop signal; killed it",
+                self.name
+            ),
+        }
+    }
+
+    /// Signal, wait up to STOP_GRACE, then SIGKILL. `None` if it had to be killed.
+    fn terminate(&mut self) -> Option<ExitStatus> {
+        self.stopped = true;
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Some(status);
+        }
+        // SAFETY: kill has no memory preconditions; the pid is our own unreaped child.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, self.stop_signal) };
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                Err(_) => break,
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
+    }
+
+    fn stderr_note(&self) -> String {
+        let s = self.stderr.lock().unwrap_or_else(|p| p.into_inner());
+        match s.trim() {
+            "" => String::new(),
+            s => format!("; its stderr ends with:\n{s}"),
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if !self.stopped {
+            self.terminate();
+        }
+    }
+}
+
+/// Sends each line of `pipe` to the returned channel; once nobody listens,
+/// keeps reading and discarding until the pipe closes.
+fn forward_lines(pipe: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(pipe);
+        let mut line = Vec::new();
+        while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+            let _ = tx.send(String::from_utf8_lossy(&line).trim_end().to_string());
+            line.clear();
+        }
+    });
+    rx
+}
+
+/// Collects the last STDERR_KEEP bytes of `pipe`.
+fn keep_tail(pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    let tail = Arc::new(Mutex::new(String::new()));
+    let sink = tail.clone();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(pipe);
+        let mut line = Vec::new();
+        while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+            let mut s = sink.lock().unwrap_or_else(|p| p.into_inner());
+            s.push_str(&String::from_utf8_lossy(&line));
+            if s.len() > STDERR_KEEP {
+                let cut = s.len() - STDERR_KEEP;
+                let cut = (cut..s.len()).find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+                s.drain(..cut);
+            }
+            line.clear();
+        }
+    });
+    tail
+}
+
+// ---------------------------------------------------------------------------
+// HTTP and the metrics exposition
+
+/// A free port on 127.0.0.1 (bound, then released for the child to bind).
+pub fn free_loopback_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+pub struct HttpResponse {
+    pub status: u16,
+    pub body: String,
+}
+
+/// A minimal HTTP/1.1 GET with `Connection: close`, enough for the agent's
+/// endpoints; no HTTP crate needed.
+pub fn http_get(addr: SocketAddr, path: &str) -> Result<HttpResponse> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .with_context(|| format!("connecting to {addr}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/plain\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .with_context(|| format!("reading the response to GET {path}"))?;
+    parse_response(&String::from_utf8_lossy(&raw))
+        .with_context(|| format!("malformed response to GET http://{addr}{path}"))
+}
+
+fn parse_response(raw: &str) -> Option<HttpResponse> {
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    let chunked = head
+        .lines()
+        .any(|l| l.to_ascii_lowercase().replace(' ', "") == "transfer-encoding:chunked");
+    let body = if chunked {
+        dechunk(body)?
+    } else {
+        body.to_string()
+    };
+    Some(HttpResponse { status, body })
+}
+
+/// Decodes a chunked body: `<hex size>\r\n<data>\r\n`, ..., `0\r\n\r\n`.
+fn dechunk(mut rest: &str) -> Option<String> {
+    let mut body = String::new();
+    loop {
+        let (size, after) = rest.split_once("\r\n")?;
+        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+        if size == 0 {
+            return Some(body);
+        }
+        body.push_str(after.get(..size)?);
+        rest = after.get(size..)?.strip_prefix("\r\n")?;
+    }
+}
+
+/// GETs `/metrics` and checks the status.
+pub fn scrape(addr: SocketAddr) -> Result<String> {
+    let r = http_get(addr, "/metrics")?;
+    if r.status != 200 {
+        bail!(
+            "GET http://{addr}/metrics returned {}: {}",
+            r.status,
+            r.body.trim()
+        );
+    }
+    Ok(r.body)
+}
+
+/// Sum of the samples named `name` whose labels include all of `labels`;
+/// `None` if there is no such sample at all.
+pub fn metric_sum(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples(exposition, name, labels)
+        .map(|s| s.value)
+        .reduce(|a, b| a + b)
+}
+
+/// Like `metric_sum`, split by the value of label `by` (e.g. each drop stage).
+pub fn metric_sum_by(
+    exposition: &str,
+    name: &str,
+    labels: &[(&str, &str)],
+    by: &str,
+) -> BTreeMap<String, f64> {
+    let mut sums = BTreeMap::new();
+    for s in samples(exposition, name, labels) {
+        let key = s
+            .labels
+            .iter()
+            .find(|(k, _)| *k == by)
+            .map_or("", |(_, v)| v);
+        *sums.entry(key.to_string()).or_default() += s.value;
+    }
+    sums
+}
+
+fn samples<'a>(
+    exposition: &'a str,
+    name: &'a str,
+    labels: &'a [(&str, &str)],
+) -> impl Iterator<Item = Sample<'a>> {
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(Sample::parse)
+        .filter(move |s| s.name == name && labels.iter().all(|l| s.labels.contains(l)))
+}
+
+/// One line of a text exposition: `name{k="v",...} value [timestamp]`.
+struct Sample<'a> {
+    name: &'a str,
+    labels: Vec<(&'a str, &'a str)>,
+    value: f64,
+}
+
+impl<'a> Sample<'a> {
+    /// Label values here never hold escaped quotes, which keeps this simple.
+    fn parse(line: &'a str) -> Option<Sample<'a>> {
+        let (series, value) = match line.rfind('}') {
+            Some(close) => line.split_at(close + 1),
+            None => line.split_once(' ')?,
+        };
+        let value = value.split_whitespace().next()?.parse().ok()?;
+        let (name, labels) = match series.split_once('{') {
+            Some((name, labels)) => (name, labels.strip_suffix('}')?),
+            None => (series, ""),
+        };
+        let labels = labels
+            .split("\",")
+            .filter_map(|kv| kv.split_once("=\""))
+            .map(|(k, v)| (k.trim(), v.trim_end_matches('"')))
+            .collect();
+        Some(Sample {
+            name,
+            labels,
+            value,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_rotate_the_order() {
+        let order: Vec<Vec<usize>> = (0..4).map(|r| rotated(3, r).collect()).collect();
+        assert_eq!(order, [[0, 1, 2], [1, 2, 0], [2, 0, 1], [0, 1, 2]]);
+        let mut seen = Vec::new();
+        let results = interleaved(2, &["a", "b"], |round, c| {
+            seen.push((round, *c));
+            Ok(round)
+        })
+        .unwrap();
+        assert_eq!(seen, [(0, "a"), (0, "b"), (1, "b"), (1, "a")]);
+        assert_eq!(results, [[0, 1], [0, 1]]);
+    }
+
+    #[test]
+    fn medians_and_ranges() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&[]).is_nan());
+        assert_eq!(min_max(&[2.0, 5.0, 1.0]), (1.0, 5.0));
+    }
+
+    #[test]
+    fn cpu_ticks_survive_odd_command_names() {
+        let stat = "42 (a b) c) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 5 1000 50";
+        assert_eq!(parse_cpu_ticks(stat), Some(10));
+    }
+
+    #[test]
+    fn responses_plain_and_chunked() {
+        let r = parse_response("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").unwrap();
+        assert_eq!((r.status, r.body.as_str()), (200, "ok"));
+        let raw = "HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n\
+                   3\r\nnot\r\n6\r\n ready\r\n0\r\n\r\n";
+        let r = parse_response(raw).unwrap();
+        assert_eq!((r.status, r.body.as_str()), (503, "not ready"));
+    }
+
+    #[test]
+    fn metric_sums_by_labels() {
+        let text = "# TYPE x counter\n\
+                    x_total{probe=\"syscalls\",stage=\"ringbuf_full\"} 2\n\
+                    x_total{probe=\"syscalls\",stage=\"decode\"} 3\n\
+                    x_total{probe=\"other\",stage=\"decode\"} 100\n\
+                    y 1.5\n";
+        assert_eq!(
+            metric_sum(text, "x_total", &[("probe", "syscalls")]),
+            Some(5.0)
+        );
+        assert_eq!(
+            metric_sum(text, "x_total", &[("stage", "decode")]),
+            Some(103.0)
+        );
+        assert_eq!(metric_sum(text, "y", &[]), Some(1.5));
+        assert_eq!(metric_sum(text, "z", &[]), None);
+        let by_stage = metric_sum_by(text, "x_total", &[("probe", "syscalls")], "stage");
+        assert_eq!(
+            by_stage.into_iter().collect::<Vec<_>>(),
+            [
+                ("decode".to_string(), 3.0),
+                ("ringbuf_full".to_string(), 2.0)
+            ]
+        );
+    }
+}
