@@ -1,4 +1,4 @@
-//! Empty programs on the syscall tracepoints: the benchmark's cost floor (what
+//! Empty programs on the syscall and scheduler tracepoints: the benchmarks' cost floor (what
 //! attaching anything at all costs). Only `agent bench-floor` loads them.
 
 use aya_ebpf::{
@@ -23,5 +23,20 @@ pub fn floor_raw_sys_enter(_ctx: RawTracePointContext) -> i32 {
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn floor_raw_sys_exit(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sched_wakeup")]
+pub fn floor_sched_wakeup(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sched_wakeup_new")]
+pub fn floor_sched_wakeup_new(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sched_switch")]
+pub fn floor_sched_switch(_ctx: RawTracePointContext) -> i32 {
     0
 }

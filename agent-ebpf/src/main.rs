@@ -6,6 +6,7 @@
 mod counters;
 mod filter;
 mod floor;
+mod follow;
 mod sched;
 mod syscalls;
 mod tcp;

@@ -17,7 +17,7 @@ use aya_ebpf::{
 };
 
 #[unsafe(no_mangle)]
-static TASK_OFFSETS: Global<TaskOffsets> = Global::new(TaskOffsets { pid: 0, _pad: 0 });
+pub(crate) static TASK_OFFSETS: Global<TaskOffsets> = Global::new(TaskOffsets { pid: 0, _pad: 0 });
 
 /// When each thread became runnable (0: not waiting), indexed by tid.
 #[map]

@@ -13,6 +13,8 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ag
 pub struct LoadOptions {
     /// Process to trace (tgid); 0 traces every process.
     pub target_tgid: u32,
+    /// Also trace the target's descendants (tgids added at fork by `sched_process_fork`).
+    pub follow_children: bool,
     pub tcp_offsets: agent_common::tcp::TcpOffsets,
     pub task_offsets: agent_common::sched::TaskOffsets,
     /// Size of the per-thread start table: the kernel's pid_max.
@@ -23,9 +25,11 @@ pub struct LoadOptions {
 pub fn load(opts: &LoadOptions) -> Result<Ebpf> {
     check_privileges()?;
     let wakeup_bytes = u64::from(opts.ring_bytes / 4);
+    let follow_children = u32::from(opts.follow_children);
     let mut loader = EbpfLoader::new();
     loader
         .override_global("TARGET_TGID", &opts.target_tgid, true)
+        .override_global("FOLLOW_CHILDREN", &follow_children, true)
         .override_global("SYSCALL_WAKEUP_BYTES", &wakeup_bytes, true)
         .override_global("TCP_OFFSETS", &opts.tcp_offsets, true)
         .override_global("TASK_OFFSETS", &opts.task_offsets, true)
@@ -139,6 +143,10 @@ struct TestRunAttr {
     flags: u32,
     cpu: u32,
     batch_size: u32,
+    /// Explicit, so it is zeroed: the kernel rejects (EINVAL) a bpf_attr whose
+    /// bytes past the command's last field are not zero, and implicit padding
+    /// holds whatever the stack held.
+    _pad: u32,
 }
 
 const BPF_PROG_TEST_RUN: libc::c_long = 10;

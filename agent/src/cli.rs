@@ -21,12 +21,17 @@ pub struct Cli {
 pub enum Command {
     /// Node mode (the default): trace the node and serve /metrics.
     Run(RunArgs),
+    /// Watch one process live: attach to a PID, or run a command and trace it.
+    Attach(AttachArgs),
     /// Benchmark aid: attach empty programs to the syscall tracepoints and wait.
     #[command(hide = true)]
     BenchFloor {
         /// Use the classic tracepoints instead of the raw ones the agent uses.
         #[arg(long)]
         classic: bool,
+        /// The scheduler tracepoints (sched_wakeup, _new, sched_switch) instead.
+        #[arg(long, conflicts_with = "classic")]
+        sched: bool,
     },
 }
 
@@ -45,7 +50,7 @@ pub struct RunArgs {
     pub strict: bool,
 
     /// Size of each probe's ring buffer in bytes (a power of two, >= 4096).
-    #[arg(long, default_value_t = 4 << 20, value_parser = parse_ring_bytes)]
+    #[arg(long, default_value_t = 1 << 20, value_parser = parse_ring_bytes)]
     pub ring_buffer_bytes: u32,
 
     /// Significant digits of the HDR histograms behind percentiles (1-5).
@@ -80,6 +85,64 @@ impl Default for RunArgs {
         }
         Wrapper::parse_from(["agent"]).args
     }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AttachArgs {
+    /// Process to attach to (all its threads).
+    #[arg(
+        long,
+        value_name = "PID",
+        conflicts_with = "command",
+        required_unless_present = "command"
+    )]
+    pub pid: Option<u32>,
+
+    /// Also trace processes the target forks after the agent attached.
+    #[arg(long)]
+    pub children: bool,
+
+    /// Refresh the view (or write a JSON object) this often, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = parse_secs)]
+    pub interval: f64,
+
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub duration: Option<f64>,
+
+    /// Write one JSON object per interval (NDJSON) instead of the view.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Also serve /metrics for the process on this address.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// Significant digits of the HDR histograms behind percentiles (1-5).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub hdr_precision: u8,
+
+    /// Size of each probe's ring buffer in bytes (a power of two, >= 4096).
+    #[arg(long, default_value_t = 1 << 20, value_parser = parse_ring_bytes)]
+    pub ring_buffer_bytes: u32,
+
+    /// Where procfs is mounted.
+    #[arg(long, default_value = "/proc")]
+    pub procfs: std::path::PathBuf,
+
+    /// Command to run and trace from its first instruction (after `--`).
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+fn parse_secs(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|e| format!("`{s}` is not a number of seconds: {e}"))?;
+    if !(0.05..=86_400.0).contains(&v) {
+        return Err(format!("{v} is out of range (0.05 to 86400 seconds)"));
+    }
+    Ok(v)
 }
 
 fn parse_ring_bytes(s: &str) -> Result<u32, String> {
@@ -117,5 +180,21 @@ mod tests {
         assert!(err(&["agent", "run", "--hdr-precision", "9"]).contains("9"));
         assert!(err(&["agent", "run", "--listen", "nonsense"]).contains("nonsense"));
         assert!(err(&["agent", "run", "--pid", "-3"]).contains("-3"));
+        assert!(err(&["agent", "attach"]).contains("--pid"));
+        assert!(err(&["agent", "attach", "--interval", "0"]).contains("out of range"));
+    }
+
+    #[test]
+    fn attach_takes_a_pid_or_a_command() {
+        let parse = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
+            Some(Command::Attach(a)) => a,
+            other => panic!("{other:?}"),
+        };
+        let a = parse(&["agent", "attach", "--pid", "42", "--json"]);
+        assert_eq!((a.pid, a.json, a.interval), (Some(42), true, 1.0));
+        let a = parse(&["agent", "attach", "--children", "--", "ls", "-l"]);
+        assert_eq!(a.command, ["ls", "-l"]);
+        assert!(a.children && a.pid.is_none());
+        assert!(Cli::try_parse_from(["agent", "attach", "--pid", "1", "--", "ls"]).is_err());
     }
 }

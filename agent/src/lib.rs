@@ -2,6 +2,7 @@
 //! served as Prometheus metrics. See docs/design.md for the shape and reasons.
 
 pub mod aggregate;
+pub mod attach;
 pub mod bpf;
 pub mod btf;
 pub mod cli;
@@ -28,6 +29,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         None => node::run(cli::RunArgs::default()).await,
         Some(Command::Run(args)) => node::run(args).await,
-        Some(Command::BenchFloor { classic }) => node::bench_floor(classic).await,
+        Some(Command::Attach(args)) => attach::run(args).await,
+        Some(Command::BenchFloor { classic, sched }) => node::bench_floor(classic, sched).await,
     }
 }

@@ -12,6 +12,12 @@
 //!                            thread each (TCP_SYNCNT = SYNCNT if > 0); prints
 //!                            what connect() returned: "success=.. ECONNREFUSED=.."
 //!
+//!   workload demo N M PORT K
+//!                            no "ready"/"go": at once N getppid() and M fchdir(-1)
+//!                            calls, sleeps 200 ms, K connects to 127.0.0.1:PORT,
+//!                            then exits with code 3 and prints nothing (it runs
+//!                            under `agent attach -- ...`, whose stdout it shares)
+//!
 //! getppid and fchdir are used because neither Rust's runtime nor libc calls
 //! them on their own, so the counts the agent reports must be exact.
 
@@ -25,6 +31,9 @@ fn main() {
             .unwrap_or_else(|| panic!("usage: workload syscalls N M | storm THREADS N"))
     };
     let mode = args.get(1).map(String::as_str).unwrap_or("");
+    if mode == "demo" {
+        demo(num(2), num(3), num(4) as u16, num(5));
+    }
     let spinners = (mode == "spin").then(|| Spinners::start(num(2) as usize, num(3), &args[4]));
     println!("ready");
     if let Some(s) = &spinners {
@@ -71,6 +80,19 @@ fn main() {
     }
     println!("done");
     std::io::stdout().flush().unwrap();
+}
+
+fn demo(n: u64, m: u64, port: u16, k: u64) -> ! {
+    getppid_loop(n);
+    for _ in 0..m {
+        unsafe { libc::syscall(libc::SYS_fchdir, -1) };
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    for _ in 0..k {
+        assert_eq!(connect_once(addr, 0), "success");
+    }
+    std::process::exit(3);
 }
 
 fn getppid_loop(n: u64) {
