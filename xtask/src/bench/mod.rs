@@ -7,7 +7,10 @@
 //! measures all its configurations once per round, rotates their order between
 //! rounds so drift hits each one equally, and reports medians.
 
+mod sched;
+mod scrape;
 mod syscalls;
+mod tcp;
 
 use anyhow::{Context, Result, bail};
 use std::collections::BTreeMap;
@@ -30,7 +33,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     pub rounds: u32,
 
-    /// Calls per measurement (syscalls: getppid calls in the timed loop).
+    /// Calls per measurement (syscalls: getppid calls in the timed loop;
+    /// sched: a tenth of it is the number of ping-pong round trips).
     #[arg(long, default_value_t = 2_000_000, value_parser = clap::value_parser!(u64).range(1000..))]
     pub calls: u64,
 
@@ -43,24 +47,20 @@ pub struct BenchArgs {
 pub enum Benchmark {
     /// Cost per syscall of the syscall probe, against an empty probe and bpftrace.
     Syscalls,
-    /// Not implemented yet.
+    /// /metrics scrape latency and CPU, the agent against node_exporter.
     Scrape,
-    /// Not implemented yet.
+    /// Cost per context switch of the scheduler probes, against an empty probe and bpftrace.
     Sched,
-    /// Not implemented yet.
+    /// Loopback connect rate and connect() latency with and without the agent, and its memory.
     Tcp,
 }
 
 pub fn bench(args: BenchArgs) -> Result<()> {
     match args.which {
         Benchmark::Syscalls => syscalls::run(&args),
-        other => {
-            let name = format!("{other:?}").to_lowercase();
-            bail!(
-                "benchmark `{name}` is not implemented yet (it will live in xtask/src/bench/{name}.rs); \
-                 available: syscalls"
-            )
-        }
+        Benchmark::Scrape => scrape::run(&args),
+        Benchmark::Sched => sched::run(&args),
+        Benchmark::Tcp => tcp::run(&args),
     }
 }
 
@@ -594,6 +594,23 @@ impl<'a> Sample<'a> {
             value,
         })
     }
+}
+
+/// How long a started process may take to attach its probes.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// bpftrace prints "Attaching N probes..." before it has attached them.
+pub const BPFTRACE_ATTACH_WAIT: Duration = Duration::from_secs(1);
+/// Baseline range (max - min) over its median above which a report warns.
+pub const NOISY_SPREAD: f64 = 0.2;
+
+/// The lines every report starts with: kernel and CPU.
+pub fn print_machine() {
+    println!("  kernel   {}", kernel_release());
+    println!(
+        "  cpu      {} ({} CPUs online)",
+        cpu_model(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
 }
 
 #[cfg(test)]
