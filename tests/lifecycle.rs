@@ -142,3 +142,37 @@ fn mounts_tracefs_when_it_is_missing() {
         );
     }
 }
+
+#[test]
+fn probes_can_be_chosen() {
+    let agent = Agent::start(&["--probes", "sched"]);
+    let e = agent.scrape();
+    let attached: Vec<&str> = e
+        .matching("ebpf_agent_probe_attached", &[])
+        .map(|s| s.labels["probe"].as_str())
+        .collect();
+    assert_eq!(attached, ["sched"], "only the chosen probe is reported");
+    assert!(
+        e.matching("ebpf_agent_syscalls_total", &[])
+            .next()
+            .is_none()
+    );
+    drop(agent);
+    let agent = Agent::start(&["--probes", "none"]);
+    let e = agent.scrape();
+    assert!(
+        e.matching("ebpf_agent_probe_attached", &[])
+            .next()
+            .is_none()
+    );
+    assert!(
+        e.get("node_load1", &[]).is_some(),
+        "the /proc collectors still run"
+    );
+    let (code, stderr) = error_of(&["run", "--probes", "syscalls,bogus"]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("bogus") && stderr.contains("syscalls, tcp, sched"),
+        "{stderr}"
+    );
+}

@@ -14,6 +14,7 @@ use agent_common::tcp::{
 };
 use aya_ebpf::{
     Global,
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
         generated::bpf_ktime_get_ns,
@@ -46,6 +47,9 @@ static TCP_INFLIGHT: LruHashMap<u64, ConnectStart> = LruHashMap::with_max_entrie
 
 #[map]
 static TCP_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// A quarter of the ring: about 680 connects waiting wakes the agent early.
+const TCP_WAKEUP_BYTES: u64 = 64 * 1024;
 
 #[inline(always)]
 fn read<T>(ctx: &TracePointContext, offset: u32) -> Option<T> {
@@ -140,5 +144,12 @@ fn connect_finished(ctx: &TracePointContext, off: &TcpOffsets, skaddr: u64, new:
         daddr: read(ctx, off.daddr_v6).unwrap_or([0; 16]),
         comm: start.comm,
     });
-    entry.submit(0);
+    // Do not wake the agent per connect (a wakeup costs it microseconds): it
+    // drains on a timer, and is woken once a burst has filled part of the ring.
+    let flags = if TCP_EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= TCP_WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    entry.submit(flags as u64);
 }

@@ -67,6 +67,12 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 64)]
     pub unknown_syscall_budget: usize,
 
+    /// eBPF probes to run, comma separated: syscalls, tcp, sched; or `none`
+    /// (only the /proc collectors).
+    #[arg(long, value_delimiter = ',', default_value = "syscalls,tcp,sched",
+          value_parser = ["syscalls", "tcp", "sched", "none"])]
+    pub probes: Vec<String>,
+
     /// Destinations (ip:port) of outgoing TCP connects exported as their own
     /// series; later new destinations are folded into destination="other".
     #[arg(long, default_value_t = 50)]

@@ -133,7 +133,7 @@ impl Collector for AgentCollector {
             None,
             MetricType::Gauge,
         )?;
-        for (probe, p) in probes {
+        for (probe, p) in probes.into_iter().filter(|(_, p)| p.enabled.load(Relaxed)) {
             m.encode_family(&[("probe", probe)])?
                 .encode_gauge(&i64::from(p.attached.load(Relaxed)))?;
         }

@@ -38,6 +38,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
             flush_interval: Duration::from_millis(args.flush_interval_ms),
             unknown_syscall_budget: args.unknown_syscall_budget,
             tcp_destination_budget: args.tcp_destination_budget,
+            probes: probes::Probes::from_names(&args.probes),
         },
         stop_rx.clone(),
     )?;

@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 #[derive(Debug, Default)]
 pub struct ProbeStats {
+    /// Chosen with --probes; a probe not enabled is not reported at all.
+    pub enabled: AtomicBool,
     pub attached: AtomicBool,
     /// Events decoded and aggregated.
     pub events: AtomicU64,

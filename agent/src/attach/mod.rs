@@ -89,6 +89,7 @@ pub async fn run(args: AttachArgs) -> Result<()> {
             flush_interval: FLUSH_INTERVAL,
             unknown_syscall_budget: 64,
             tcp_destination_budget: 50,
+            probes: probes::Probes::ALL,
         },
         stop_rx.clone(),
     )?;

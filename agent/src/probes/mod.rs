@@ -55,6 +55,35 @@ pub struct StartOptions {
     pub flush_interval: std::time::Duration,
     pub unknown_syscall_budget: usize,
     pub tcp_destination_budget: usize,
+    /// Which probes to start.
+    pub probes: Probes,
+}
+
+/// The probes a run starts (`--probes`); the others are neither attached nor
+/// reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probes {
+    pub syscalls: bool,
+    pub tcp: bool,
+    pub sched: bool,
+}
+
+impl Probes {
+    pub const ALL: Probes = Probes {
+        syscalls: true,
+        tcp: true,
+        sched: true,
+    };
+
+    /// From names: "syscalls", "tcp", "sched", or "none" alone.
+    pub fn from_names(names: &[String]) -> Probes {
+        let has = |n: &str| names.iter().any(|x| x == n);
+        Probes {
+            syscalls: has("syscalls"),
+            tcp: has("tcp"),
+            sched: has("sched"),
+        }
+    }
 }
 
 /// The running probes: keep `ebpf` alive while tracing (dropping it detaches
@@ -87,9 +116,16 @@ pub fn start_all(opts: &StartOptions, stop: tokio::sync::watch::Receiver<bool>) 
 
     // The TCP probe reads classic tracepoint records: it needs tracefs and this
     // kernel's offsets before loading. Without them it is reported unattached.
-    let tcp_offsets = crate::tracefs::ensure_mounted().and_then(|root| tcp::offsets(&root));
+    let want = opts.probes;
+    let tcp_offsets = match want.tcp {
+        true => crate::tracefs::ensure_mounted().and_then(|root| tcp::offsets(&root)),
+        false => Err(anyhow::anyhow!("not enabled")),
+    };
     // The run-queue probe reads task_struct fields at offsets from kernel BTF.
-    let task_offsets = sched::offsets();
+    let task_offsets = match want.sched || opts.follow_children {
+        true => sched::offsets(),
+        false => Err(anyhow::anyhow!("not enabled")),
+    };
     if let (true, Err(e)) = (opts.follow_children, &task_offsets) {
         anyhow::bail!("following children needs task_struct offsets from kernel BTF: {e:#}");
     }
@@ -115,8 +151,16 @@ pub fn start_all(opts: &StartOptions, stop: tokio::sync::watch::Receiver<bool>) 
         attach_raw_tracepoint(&mut ebpf, "sched_process_fork", "sched_process_fork")
             .context("following children (--children)")?;
     }
-    match syscalls::attach(&mut ebpf) {
-        Ok(attached) => {
+    stats.syscalls.enabled.store(want.syscalls, Relaxed);
+    stats.tcp.enabled.store(want.tcp, Relaxed);
+    stats.sched.enabled.store(want.sched, Relaxed);
+    match want
+        .syscalls
+        .then(|| syscalls::attach(&mut ebpf))
+        .transpose()
+    {
+        Ok(None) => {}
+        Ok(Some(attached)) => {
             tasks.push(syscalls::spawn(
                 attached,
                 syscalls.clone(),
@@ -136,8 +180,13 @@ pub fn start_all(opts: &StartOptions, stop: tokio::sync::watch::Receiver<bool>) 
         opts.hdr_precision,
         opts.tcp_destination_budget,
     )));
-    let tcp_collector = match tcp_offsets.and_then(|_| tcp::attach(&mut ebpf)) {
-        Ok(attached) => {
+    let tcp_collector = match want
+        .tcp
+        .then(|| tcp_offsets.and_then(|_| tcp::attach(&mut ebpf)))
+        .transpose()
+    {
+        Ok(None) => None,
+        Ok(Some(attached)) => {
             let in_flight = attached.in_flight.clone();
             let ring = attached.into_ring();
             tasks.push(tcp::spawn(
@@ -160,8 +209,13 @@ pub fn start_all(opts: &StartOptions, stop: tokio::sync::watch::Receiver<bool>) 
             None
         }
     };
-    let runq = match task_offsets.and_then(|_| sched::attach(&mut ebpf)) {
-        Ok(collector) => {
+    let runq = match want
+        .sched
+        .then(|| task_offsets.and_then(|_| sched::attach(&mut ebpf)))
+        .transpose()
+    {
+        Ok(None) => None,
+        Ok(Some(collector)) => {
             stats.sched.attached.store(true, Relaxed);
             Some(collector)
         }

@@ -189,7 +189,14 @@ fn attach(config: Config, agent: &Path) -> Result<Option<(Background, Option<Soc
         Config::Agent => {
             let addr: SocketAddr = ([127, 0, 0, 1], free_loopback_port()?).into();
             let mut cmd = Command::new(agent);
-            cmd.args(["run", "--strict", "--listen", &addr.to_string()]);
+            cmd.args([
+                "run",
+                "--strict",
+                "--probes",
+                "sched",
+                "--listen",
+                &addr.to_string(),
+            ]);
             let mut p = Background::spawn("agent run", cmd, libc::SIGTERM)?;
             p.wait_until(READY_TIMEOUT, || {
                 http_get(addr, "/readyz").is_ok_and(|r| r.status == 200)
