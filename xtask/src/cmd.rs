@@ -80,7 +80,50 @@ pub fn test(extra: &[String]) -> Result<()> {
         // The end-to-end tests share the kernel and the agent's port: one at a time.
         .args(["--", "--test-threads=1"])
         .args(extra);
-    run(&mut cmd)
+    let (passed, failed, status) = run_counting(&mut cmd)?;
+    // One closing line for every test binary together (cargo's last line is
+    // the doc-tests' own, which usually count none).
+    println!("{passed} passed, {failed} failed");
+    if !status.success() {
+        bail!("`{}` failed ({status})", show(&cmd));
+    }
+    Ok(())
+}
+
+/// Runs cargo test, echoing its output, and adds up its "test result" lines.
+fn run_counting(cmd: &mut Command) -> Result<(u64, u64, std::process::ExitStatus)> {
+    use std::io::{BufRead, BufReader};
+    eprintln!("xtask: $ {}", show(cmd));
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start `{}`", show(cmd)))?;
+    let (mut passed, mut failed) = (0, 0);
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some((p, f)) = test_result(&line) {
+            passed += p;
+            failed += f;
+        }
+    }
+    Ok((passed, failed, child.wait()?))
+}
+
+/// (passed, failed) from "test result: ok. 4 passed; 0 failed; ...".
+fn test_result(line: &str) -> Option<(u64, u64)> {
+    let rest = line.strip_prefix("test result: ")?;
+    let count = |word: &str| {
+        rest.split(';')
+            .find_map(|part| {
+                part.trim()
+                    .trim_start_matches("ok. ")
+                    .trim_start_matches("FAILED. ")
+                    .strip_suffix(word)
+            })
+            .and_then(|n| n.trim().parse().ok())
+    };
+    Some((count("passed")?, count("failed")?))
 }
 
 fn show(cmd: &Command) -> String {
@@ -90,4 +133,16 @@ fn show(cmd: &Command) -> String {
         s.push_str(&a.to_string_lossy());
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parses_cargo_test_result_lines() {
+        let ok = "test result: ok. 80 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1.57s";
+        assert_eq!(super::test_result(ok), Some((80, 0)));
+        let bad = "test result: FAILED. 6 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.87s";
+        assert_eq!(super::test_result(bad), Some((6, 1)));
+        assert_eq!(super::test_result("running 3 tests"), None);
+    }
 }
