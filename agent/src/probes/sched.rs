@@ -5,8 +5,9 @@ use crate::btf::kernel_member_offset;
 use agent_common::buckets::{BOUNDS_NS, COUNT};
 use agent_common::sched::{RunqHist, TaskOffsets};
 use anyhow::{Context, Result, bail};
-use aya::Ebpf;
 use aya::maps::{MapData, PerCpuArray};
+use aya::programs::BtfTracePoint;
+use aya::{Btf, Ebpf};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
@@ -24,14 +25,48 @@ pub fn offsets() -> Result<TaskOffsets> {
     Ok(TaskOffsets { pid, _pad: 0 })
 }
 
+const HOOKS: [&str; 3] = ["sched_wakeup", "sched_wakeup_new", "sched_switch"];
+
+/// Attaches the BTF tracepoint programs (direct loads of task ids: cheaper),
+/// or the raw tracepoint ones (a helper call per read) if those cannot load.
 pub fn attach(ebpf: &mut Ebpf) -> Result<RunqCollector> {
-    for tp in ["sched_wakeup", "sched_wakeup_new", "sched_switch"] {
-        super::attach_raw_tracepoint(ebpf, tp, tp)?;
+    match load_btf(ebpf) {
+        Ok(()) => {
+            for tp in HOOKS {
+                let prog: &mut BtfTracePoint = ebpf
+                    .program_mut(&format!("{tp}_btf"))
+                    .context("tp_btf program missing")?
+                    .try_into()?;
+                prog.attach()
+                    .with_context(|| format!("attaching tp_btf/{tp}"))?;
+            }
+            tracing::debug!("run-queue probe on tp_btf");
+        }
+        Err(e) => {
+            tracing::info!("run-queue probe on raw tracepoints (tp_btf unavailable: {e:#})");
+            for tp in HOOKS {
+                super::attach_raw_tracepoint(ebpf, tp, tp)?;
+            }
+        }
     }
     let map = ebpf.take_map("RUNQ_HIST").context("RUNQ_HIST missing")?;
     Ok(RunqCollector {
         map: Mutex::new(PerCpuArray::try_from(map)?),
     })
+}
+
+/// Loads all three tp_btf programs, so that either all or none attach.
+fn load_btf(ebpf: &mut Ebpf) -> Result<()> {
+    let btf = Btf::from_sys_fs().context("kernel BTF")?;
+    for tp in HOOKS {
+        let prog: &mut BtfTracePoint = ebpf
+            .program_mut(&format!("{tp}_btf"))
+            .context("tp_btf program missing")?
+            .try_into()?;
+        prog.load(tp, &btf)
+            .with_context(|| format!("loading tp_btf/{tp}"))?;
+    }
+    Ok(())
 }
 
 /// Sum of the per-CPU histograms; `None` if the map cannot be read.
