@@ -43,17 +43,9 @@ pub fn validate(proc_root: &Path, pid: u32) -> Result<u32> {
     Ok(pid)
 }
 
-/// Whether a /proc/<pid>/stat line has PF_KTHREAD set. The comm field may hold
-/// spaces and parentheses, so fields are counted after the last ')'.
+/// Whether a /proc/<pid>/stat line has PF_KTHREAD set.
 fn kernel_thread(stat: &str) -> bool {
-    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-        return false;
-    };
-    // After ')': state(3) ppid(4) pgrp(5) session(6) tty_nr(7) tpgid(8) flags(9).
-    rest.split_whitespace()
-        .nth(6)
-        .and_then(|f| f.parse::<u64>().ok())
-        .is_some_and(|flags| flags & PF_KTHREAD != 0)
+    crate::collectors::process::parse_stat(stat).is_ok_and(|s| s.flags & PF_KTHREAD != 0)
 }
 
 #[cfg(test)]
@@ -63,7 +55,7 @@ mod tests {
     #[test]
     fn kernel_thread_flag() {
         let kthread = "2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 0 0 0 20 0 1 0 3 0 0";
-        let user = "1234 (my (odd) prog) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 50";
+        let user = "1234 (my (odd) prog) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 50 1000 256";
         assert!(kernel_thread(kthread));
         assert!(!kernel_thread(user));
         assert!(!kernel_thread("garbage"));

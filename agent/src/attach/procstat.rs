@@ -1,5 +1,6 @@
 //! The traced process as /proc sees it: CPU use, memory, threads, open files.
 
+use crate::collectors::process::parse_stat;
 use std::path::{Path, PathBuf};
 
 /// One reading of /proc/<pid>.
@@ -89,25 +90,19 @@ pub fn alive(procfs: &Path, pid: u32) -> bool {
 
 /// The state letter of a /proc/<pid>/stat line.
 fn state(stat: &str) -> Option<char> {
-    stat.rfind(')')
-        .and_then(|i| stat[i + 1..].split_whitespace().next())
-        .and_then(|s| s.chars().next())
+    parse_stat(stat).ok().map(|s| s.state)
 }
 
-/// Parses a stat line (fields counted after the last ')', as comm may hold
-/// anything); `fds` counts the open files. None for a zombie.
+/// Parses a stat line; `fds` counts the open files. None for a zombie.
 fn parse(stat: &str, page_size: u64, fds: impl FnOnce() -> Option<u64>) -> Option<Reading> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // After ')': state is field 3, so field N is f[N - 3].
-    let num = |n: usize| f.get(n - 3).and_then(|v| v.parse::<u64>().ok());
-    if matches!(f.first(), Some(&"Z") | Some(&"X")) {
+    let s = parse_stat(stat).ok()?;
+    if matches!(s.state, 'Z' | 'X') {
         return None;
     }
     Some(Reading {
-        cpu_ticks: num(14)? + num(15)?,
-        threads: num(20)?,
-        rss_bytes: num(24)? * page_size,
+        cpu_ticks: s.utime_ticks + s.stime_ticks,
+        threads: s.threads,
+        rss_bytes: s.rss_pages * page_size,
         open_fds: fds(),
     })
 }

@@ -16,6 +16,10 @@ use std::path::{Path, PathBuf};
 /// Fields of /proc/<pid>/stat the metrics need, in the kernel's units.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stat {
+    /// R, S, D, Z, ... (field 3).
+    pub state: char,
+    /// Per-process flags (PF_*, field 9).
+    pub flags: u64,
     pub utime_ticks: u64,
     pub stime_ticks: u64,
     pub threads: u64,
@@ -35,6 +39,11 @@ pub fn parse_stat(text: &str) -> Result<Stat> {
     // f[0] is field 3 (state) of proc(5).
     let field = |n: usize, what: &str| number(f.get(n - 3).copied(), what);
     Ok(Stat {
+        state: f
+            .first()
+            .and_then(|s| s.chars().next())
+            .context("state: field missing")?,
+        flags: field(9, "flags")?,
         utime_ticks: field(14, "utime")?,
         stime_ticks: field(15, "stime")?,
         threads: field(20, "num_threads")?,
