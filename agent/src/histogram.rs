@@ -19,6 +19,24 @@ pub fn bucket_index(ns: u64) -> usize {
     agent_common::buckets::index(ns)
 }
 
+/// An exact nanosecond total in seconds. Whole seconds and the remainder are
+/// converted separately, so f64 rounds the total, not each part.
+pub fn ns_to_seconds(ns: u128) -> f64 {
+    (ns / 1_000_000_000) as f64 + (ns % 1_000_000_000) as f64 / 1e9
+}
+
+/// (upper bound in seconds, non-cumulative count) pairs for per-bucket counts
+/// over `BOUNDS_NS` then +Inf: the shape `prometheus_client`'s
+/// `encode_histogram` cumulates. Shared with the kernel-aggregated run queue.
+pub fn seconds_buckets(counts: &[u64]) -> Vec<(f64, u64)> {
+    BOUNDS_NS
+        .iter()
+        .map(|&b| b as f64 / 1e9)
+        .chain(std::iter::once(f64::INFINITY))
+        .zip(counts.iter().copied())
+        .collect()
+}
+
 #[derive(Debug, Clone)]
 pub struct LatencyHistogram {
     /// Non-cumulative counts; the last slot is the +Inf overflow.
@@ -75,20 +93,12 @@ impl LatencyHistogram {
 
     /// Sum in seconds, for `_sum`.
     pub fn sum_seconds(&self) -> f64 {
-        // Whole seconds and the remainder separately keep f64 rounding to the
-        // last digit of the total, not of each part.
-        (self.sum_ns / 1_000_000_000) as f64 + (self.sum_ns % 1_000_000_000) as f64 / 1e9
+        ns_to_seconds(self.sum_ns)
     }
 
-    /// (upper bound in seconds, non-cumulative count) pairs ending with +Inf, the
-    /// shape `prometheus_client`'s `encode_histogram` cumulates.
+    /// The buckets in the shape `encode_histogram` takes (see `seconds_buckets`).
     pub fn buckets_seconds(&self) -> Vec<(f64, u64)> {
-        BOUNDS_NS
-            .iter()
-            .map(|&b| b as f64 / 1e9)
-            .chain(std::iter::once(f64::INFINITY))
-            .zip(self.buckets.iter().copied())
-            .collect()
+        seconds_buckets(&self.buckets)
     }
 
     /// Bytes of memory the HDR counts use (for sizing the precision setting).

@@ -2,7 +2,7 @@
 //! The kernel aggregates per CPU; the collector sums the CPUs at scrape time.
 
 use crate::btf::kernel_member_offset;
-use agent_common::buckets::{BOUNDS_NS, COUNT};
+use crate::histogram::{ns_to_seconds, seconds_buckets};
 use agent_common::sched::{RunqHist, TaskOffsets};
 use anyhow::{Context, Result, bail};
 use aya::maps::{MapData, PerCpuArray};
@@ -99,15 +99,6 @@ impl std::fmt::Debug for RunqCollector {
     }
 }
 
-/// (bound in seconds, non-cumulative count) pairs for encode_histogram.
-pub fn buckets_seconds(h: &RunqHist) -> Vec<(f64, u64)> {
-    let bounds = BOUNDS_NS
-        .iter()
-        .map(|&b| b as f64 / 1e9)
-        .chain([f64::INFINITY]);
-    bounds.zip(h.buckets).take(COUNT).collect()
-}
-
 impl Collector for RunqCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
         let Some(h) = self.snapshot() else {
@@ -120,21 +111,22 @@ impl Collector for RunqCollector {
             Some(&Unit::Seconds),
             MetricType::Histogram,
         )?;
-        let sum = (h.sum_ns / 1_000_000_000) as f64 + (h.sum_ns % 1_000_000_000) as f64 / 1e9;
-        m.encode_histogram::<NoLabelSet>(sum, h.count, &buckets_seconds(&h), None)
+        let sum = ns_to_seconds(u128::from(h.sum_ns));
+        m.encode_histogram::<NoLabelSet>(sum, h.count, &seconds_buckets(&h.buckets), None)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use agent_common::buckets::COUNT;
 
     #[test]
     fn buckets_pair_bounds_with_counts() {
         let mut h = RunqHist::ZERO;
         h.buckets[0] = 3;
         h.buckets[COUNT - 1] = 1;
-        let b = buckets_seconds(&h);
+        let b = seconds_buckets(&h.buckets);
         assert_eq!(b.len(), COUNT);
         assert_eq!(b[0], (1e-6, 3));
         assert_eq!(b[COUNT - 1], (f64::INFINITY, 1));
