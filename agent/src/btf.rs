@@ -76,12 +76,25 @@ fn extra_bytes(kind: u32, vlen: usize) -> Option<usize> {
     })
 }
 
-/// Offset of `member` in `struct name` of the running kernel.
-pub fn kernel_member_offset(name: &str, member: &str) -> Result<u32> {
-    let path = "/sys/kernel/btf/vmlinux";
-    let btf =
-        std::fs::read(path).with_context(|| format!("this kernel exposes no BTF ({path})"))?;
-    member_offset(&btf, name, member).with_context(|| format!("reading {path}"))
+const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// The running kernel's BTF (megabytes), read once at start-up for all the
+/// offsets the probes need, then dropped.
+pub struct KernelBtf {
+    bytes: Vec<u8>,
+}
+
+impl KernelBtf {
+    pub fn read() -> Result<KernelBtf> {
+        let bytes = std::fs::read(KERNEL_BTF)
+            .with_context(|| format!("this kernel exposes no BTF ({KERNEL_BTF})"))?;
+        Ok(KernelBtf { bytes })
+    }
+
+    /// Offset of `member` in `struct name` of the running kernel.
+    pub fn member_offset(&self, name: &str, member: &str) -> Result<u32> {
+        member_offset(&self.bytes, name, member).with_context(|| format!("reading {KERNEL_BTF}"))
+    }
 }
 
 #[cfg(test)]
@@ -149,7 +162,8 @@ mod tests {
     #[test]
     fn running_kernel_sock_sk_err() {
         // Must agree with `bpftool btf dump`: on 6.18 x86_64 it is bit 2272.
-        let off = kernel_member_offset("sock", "sk_err").expect("this machine has BTF");
+        let btf = KernelBtf::read().expect("this machine has BTF");
+        let off = btf.member_offset("sock", "sk_err").unwrap();
         assert!(off > 0 && off < 1024, "{off}");
     }
 }

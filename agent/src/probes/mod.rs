@@ -117,15 +117,18 @@ pub fn start_all(opts: &StartOptions, stop: tokio::sync::watch::Receiver<bool>) 
     // The TCP probe reads classic tracepoint records: it needs tracefs and this
     // kernel's offsets before loading. Without them it is reported unattached.
     let want = opts.probes;
+    // Both probes read kernel struct offsets from BTF: read it once.
+    let btf = crate::btf::KernelBtf::read();
     let tcp_offsets = match want.tcp {
-        true => crate::tracefs::ensure_mounted().and_then(|root| tcp::offsets(&root)),
+        true => crate::tracefs::ensure_mounted().and_then(|root| tcp::offsets(&root, btf.as_ref())),
         false => Err(anyhow::anyhow!("not enabled")),
     };
     // The run-queue probe reads task_struct fields at offsets from kernel BTF.
     let task_offsets = match want.sched || opts.follow_children {
-        true => sched::offsets(),
+        true => sched::offsets(btf.as_ref()),
         false => Err(anyhow::anyhow!("not enabled")),
     };
+    drop(btf);
     if let (true, Err(e)) = (opts.follow_children, &task_offsets) {
         anyhow::bail!("following children needs task_struct offsets from kernel BTF: {e:#}");
     }

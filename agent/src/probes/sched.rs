@@ -1,7 +1,7 @@
 //! Run-queue latency probe, userspace side (kernel side: agent-ebpf/src/sched.rs).
 //! The kernel aggregates per CPU; the collector sums the CPUs at scrape time.
 
-use crate::btf::kernel_member_offset;
+use crate::btf::KernelBtf;
 use crate::histogram::{ns_to_seconds, seconds_buckets};
 use agent_common::sched::{RunqHist, TaskOffsets};
 use anyhow::{Context, Result, bail};
@@ -16,9 +16,10 @@ use std::sync::Mutex;
 
 /// `task_struct` offsets from kernel BTF. The kernel reads pid and tgid in one
 /// 8-byte read, so they must be adjacent (they have been for decades).
-pub fn offsets() -> Result<TaskOffsets> {
-    let pid = kernel_member_offset("task_struct", "pid")?;
-    let tgid = kernel_member_offset("task_struct", "tgid")?;
+pub fn offsets(btf: Result<&KernelBtf, &anyhow::Error>) -> Result<TaskOffsets> {
+    let btf = btf.map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let pid = btf.member_offset("task_struct", "pid")?;
+    let tgid = btf.member_offset("task_struct", "tgid")?;
     if tgid != pid + 4 {
         bail!("task_struct.tgid ({tgid}) does not follow pid ({pid}) on this kernel");
     }
@@ -134,7 +135,8 @@ mod tests {
 
     #[test]
     fn this_kernel_has_adjacent_pid_and_tgid() {
-        let off = offsets().expect("BTF on this machine");
+        let btf = KernelBtf::read().expect("BTF on this machine");
+        let off = offsets(Ok(&btf)).unwrap();
         assert!(off.pid > 0);
     }
 }

@@ -18,10 +18,17 @@ use tokio::sync::watch;
 /// Field offsets of `sock/inet_sock_set_state` on this kernel, and of
 /// `sock.sk_err` from kernel BTF (without it, failed connects cannot be told
 /// apart and are reported as other_error).
-pub fn offsets(tracefs: &Path) -> Result<TcpOffsets> {
+pub fn offsets(
+    tracefs: &Path,
+    btf: Result<&crate::btf::KernelBtf, &anyhow::Error>,
+) -> Result<TcpOffsets> {
     let state = |name| field(tracefs, "sock", "inet_sock_set_state", name);
     let protocol = state("protocol")?;
-    let sk_err = crate::btf::kernel_member_offset("sock", "sk_err").unwrap_or_else(|e| {
+    let sk_err = match btf {
+        Ok(btf) => btf.member_offset("sock", "sk_err"),
+        Err(e) => Err(anyhow::anyhow!("{e:#}")),
+    };
+    let sk_err = sk_err.unwrap_or_else(|e| {
         tracing::warn!("failed TCP connects will not be classified: {e:#}");
         0
     });
