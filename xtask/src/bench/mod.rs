@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -611,6 +611,20 @@ pub fn print_machine() {
         cpu_model(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+}
+
+/// Starts `agent <args...> --listen 127.0.0.1:<free port>` and waits until
+/// its /readyz answers 200 (probes attached).
+pub fn start_agent(agent: &Path, args: &[&str]) -> Result<(Background, SocketAddr)> {
+    let addr: SocketAddr = ([127, 0, 0, 1], free_loopback_port()?).into();
+    let mut cmd = Command::new(agent);
+    cmd.args(args).args(["--listen", &addr.to_string()]);
+    let name = format!("agent {}", args.first().copied().unwrap_or(""));
+    let mut p = Background::spawn(&name, cmd, libc::SIGTERM)?;
+    p.wait_until(READY_TIMEOUT, || {
+        http_get(addr, "/readyz").is_ok_and(|r| r.status == 200)
+    })?;
+    Ok((p, addr))
 }
 
 #[cfg(test)]

@@ -15,8 +15,8 @@
 
 use super::{
     BPFTRACE_ATTACH_WAIT, Background, BenchArgs, NOISY_SPREAD, READY_TIMEOUT, agent_bin,
-    allowed_cpus, free_loopback_port, http_get, interleaved, median, metric_sum, min_max,
-    pin_current_thread, print_machine, process_cpu, process_rss, require_root, scrape,
+    allowed_cpus, interleaved, median, metric_sum, min_max, pin_current_thread, print_machine,
+    process_cpu, process_rss, require_root, scrape, start_agent,
 };
 use anyhow::{Context, Result, bail};
 use std::net::SocketAddr;
@@ -187,20 +187,7 @@ fn attach(config: Config, agent: &Path) -> Result<Option<(Background, Option<Soc
             (p, None)
         }
         Config::Agent => {
-            let addr: SocketAddr = ([127, 0, 0, 1], free_loopback_port()?).into();
-            let mut cmd = Command::new(agent);
-            cmd.args([
-                "run",
-                "--strict",
-                "--probes",
-                "sched",
-                "--listen",
-                &addr.to_string(),
-            ]);
-            let mut p = Background::spawn("agent run", cmd, libc::SIGTERM)?;
-            p.wait_until(READY_TIMEOUT, || {
-                http_get(addr, "/readyz").is_ok_and(|r| r.status == 200)
-            })?;
+            let (p, addr) = start_agent(agent, &["run", "--strict", "--probes", "sched"])?;
             (p, Some(addr))
         }
         Config::Bpftrace => {

@@ -9,7 +9,7 @@
 
 use super::{
     Background, BenchArgs, READY_TIMEOUT, agent_bin, free_loopback_port, http_get, interleaved,
-    median, min_max, print_machine, process_cpu, process_rss, require_root, scrape,
+    median, min_max, print_machine, process_cpu, process_rss, require_root, scrape, start_agent,
 };
 use anyhow::{Context, Result, bail};
 use std::net::SocketAddr;
@@ -74,7 +74,7 @@ struct Target {
 pub fn run(args: &BenchArgs) -> Result<()> {
     require_root()?;
     let agent_path = agent_bin()?;
-    let agent = start_agent(&agent_path, false)?;
+    let agent = start_agent_target(&agent_path, false)?;
     let exporter = start_node_exporter()?;
     let targets = [agent, exporter];
     for t in &targets {
@@ -128,7 +128,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     drop(exporter);
     // Last, alone: the agent with all probes and collectors, for its RSS and
     // for what its full exposition (eBPF histograms too) costs to serve.
-    let mut full = start_agent(&agent_path, true)?;
+    let mut full = start_agent_target(&agent_path, true)?;
     let full_batch = batch(&mut full)?;
     full.process.stop()?;
     print_report(args, &results, &idle_cpu_per_s, &full_batch);
@@ -144,18 +144,13 @@ fn index_of(config: Config) -> usize {
 
 /// The agent with only the collectors node_exporter also runs (`--probes
 /// none`), or with everything on (`full`: the RSS target is for that).
-fn start_agent(agent: &std::path::Path, full: bool) -> Result<Target> {
-    let addr: SocketAddr = ([127, 0, 0, 1], free_loopback_port()?).into();
-    let mut cmd = Command::new(agent);
-    cmd.args(["run", "--strict", "--listen", &addr.to_string()]);
-    if !full {
-        cmd.args(["--probes", "none"]);
-    }
-    let mut p = Background::spawn("agent run", cmd, libc::SIGTERM)?;
-    p.wait_until(READY_TIMEOUT, || {
-        http_get(addr, "/readyz").is_ok_and(|r| r.status == 200)
-    })?;
-    Ok(Target { process: p, addr })
+fn start_agent_target(agent: &std::path::Path, full: bool) -> Result<Target> {
+    let args: &[&str] = match full {
+        true => &["run", "--strict"],
+        false => &["run", "--strict", "--probes", "none"],
+    };
+    let (process, addr) = start_agent(agent, args)?;
+    Ok(Target { process, addr })
 }
 
 fn start_node_exporter() -> Result<Target> {

@@ -14,8 +14,8 @@
 
 use super::{
     BPFTRACE_ATTACH_WAIT, Background, BenchArgs, NOISY_SPREAD, READY_TIMEOUT, agent_bin,
-    allowed_cpus, free_loopback_port, http_get, interleaved, median, metric_sum, metric_sum_by,
-    min_max, pin_current_thread, print_machine, process_cpu, process_rss, require_root, scrape,
+    allowed_cpus, interleaved, median, metric_sum, metric_sum_by, min_max, pin_current_thread,
+    print_machine, process_cpu, process_rss, require_root, scrape, start_agent,
 };
 use anyhow::{Context, Result, bail};
 use std::collections::BTreeMap;
@@ -189,14 +189,8 @@ fn attach(config: Config, agent: &Path) -> Result<Option<Attached>> {
             }
         }
         Config::Agent => {
-            let addr: SocketAddr = ([127, 0, 0, 1], free_loopback_port()?).into();
-            let mut cmd = Command::new(agent);
             // --strict: fail rather than measure an agent whose probe did not attach.
-            cmd.args(["run", "--strict", "--listen", &addr.to_string()]);
-            let mut p = Background::spawn("agent run", cmd, libc::SIGTERM)?;
-            p.wait_until(READY_TIMEOUT, || {
-                http_get(addr, "/readyz").is_ok_and(|r| r.status == 200)
-            })?;
+            let (p, addr) = start_agent(agent, &["run", "--strict"])?;
             Attached {
                 process: p,
                 metrics: Some(addr),
@@ -209,21 +203,9 @@ fn attach(config: Config, agent: &Path) -> Result<Option<Attached>> {
                 sleep.arg("3600");
                 Background::spawn("sleep", sleep, libc::SIGTERM)?
             };
-            let addr: SocketAddr = ([127, 0, 0, 1], free_loopback_port()?).into();
-            let mut cmd = Command::new(agent);
-            cmd.args([
-                "attach",
-                "--json",
-                "--interval",
-                "60",
-                "--listen",
-                &addr.to_string(),
-            ])
-            .args(["--pid", &target.pid().to_string()]);
-            let mut p = Background::spawn("agent attach", cmd, libc::SIGTERM)?;
-            p.wait_until(READY_TIMEOUT, || {
-                http_get(addr, "/readyz").is_ok_and(|r| r.status == 200)
-            })?;
+            let pid = target.pid().to_string();
+            let attach = ["attach", "--json", "--interval", "60", "--pid", &pid];
+            let (p, _) = start_agent(agent, &attach)?;
             Attached {
                 process: p,
                 metrics: None,

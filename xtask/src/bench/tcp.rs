@@ -17,14 +17,13 @@
 //! number of connects made.
 
 use super::{
-    Background, BenchArgs, READY_TIMEOUT, agent_bin, free_loopback_port, http_get, interleaved,
-    median, metric_sum, min_max, print_machine, process_cpu, process_rss, require_root, scrape,
+    BenchArgs, agent_bin, interleaved, median, metric_sum, min_max, print_machine, process_cpu,
+    process_rss, require_root, scrape, start_agent,
 };
 use anyhow::{Context, Result, bail};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -264,17 +263,6 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 // ---------------------------------------------------------------------------
 // One measurement
 
-fn start_agent(agent: &Path) -> Result<(Background, SocketAddr)> {
-    let addr: SocketAddr = ([127, 0, 0, 1], free_loopback_port()?).into();
-    let mut cmd = Command::new(agent);
-    cmd.args(["run", "--strict", "--listen", &addr.to_string()]);
-    let mut p = Background::spawn("agent run", cmd, libc::SIGTERM)?;
-    p.wait_until(READY_TIMEOUT, || {
-        http_get(addr, "/readyz").is_ok_and(|r| r.status == 200)
-    })?;
-    Ok((p, addr))
-}
-
 fn successes(addr: SocketAddr) -> Result<f64> {
     let text = scrape(addr)?;
     metric_sum(&text, CONNECTS, &[SUCCESS])
@@ -284,7 +272,7 @@ fn successes(addr: SocketAddr) -> Result<f64> {
 fn measure(config: Config, agent: &Path, server: SocketAddr) -> Result<Measurement> {
     let mut attached = match config {
         Config::Baseline => None,
-        Config::Agent => Some(start_agent(agent)?),
+        Config::Agent => Some(start_agent(agent, &["run", "--strict"])?),
     };
     std::thread::sleep(SETTLE);
     take_failures();
@@ -331,7 +319,7 @@ struct Memory {
 
 /// The agent's RSS before and after MEMORY_CONNECTS connects to one destination.
 fn memory_check(agent: &Path, server: SocketAddr) -> Result<Memory> {
-    let (mut p, addr) = start_agent(agent)?;
+    let (mut p, addr) = start_agent(agent, &["run", "--strict"])?;
     // Warm up at full rate so first-use allocations (the destination's
     // series) and buffers grown to the load are in "before": a few thousand
     // connects were not enough.
