@@ -100,11 +100,6 @@ impl LatencyHistogram {
     pub fn buckets_seconds(&self) -> Vec<(f64, u64)> {
         seconds_buckets(&self.buckets)
     }
-
-    /// Bytes of memory the HDR counts use (for sizing the precision setting).
-    pub fn hdr_bytes(&self) -> usize {
-        self.hdr.distinct_values() * std::mem::size_of::<u64>()
-    }
 }
 
 #[cfg(test)]

@@ -12,14 +12,11 @@ pub struct ProbeStats {
     pub events: AtomicU64,
     /// Ring-buffer items that did not decode (wrong size): their events are lost.
     pub decode_errors: AtomicU64,
-    /// Ring-buffer items read (batches), for the benchmark's wakeup ratio.
-    pub ring_items: AtomicU64,
 }
 
 impl ProbeStats {
     pub fn add_events(&self, n: u64) {
         self.events.fetch_add(n, Relaxed);
-        self.ring_items.fetch_add(1, Relaxed);
     }
 }
 
