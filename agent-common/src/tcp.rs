@@ -33,6 +33,8 @@ pub struct ConnectEvent {
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
     pub comm: [u8; 16],
+    /// cgroup v2 id of the caller (0 when container attribution is off).
+    pub cgroup: u64,
 }
 
 /// What the kernel remembers of a connect between SYN_SENT and its outcome.
@@ -43,6 +45,7 @@ pub struct ConnectStart {
     pub tgid: u32,
     pub _pad: u32,
     pub comm: [u8; 16],
+    pub cgroup: u64,
 }
 
 /// Where the probe reads what it needs: `sock/inet_sock_set_state` record

@@ -3,6 +3,7 @@
 #![no_std]
 #![no_main]
 
+mod cgroup;
 mod counters;
 mod filter;
 mod floor;

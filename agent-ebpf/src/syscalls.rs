@@ -7,7 +7,7 @@
 //! woken once the ring is filling up). `flush_syscalls` is run by the agent on
 //! every CPU a few times a second so idle CPUs never hold records back.
 
-use crate::{counters, filter};
+use crate::{cgroup, counters, filter};
 use agent_common::counters::{
     SYSCALL_EXIT_WITHOUT_ENTER, SYSCALL_FLUSH_BUSY, SYSCALL_RINGBUF_DROPS,
 };
@@ -82,12 +82,12 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     } else {
         0
     };
-    stage(SyscallRecord {
+    stage(SyscallRecord::new(
         latency_ns,
-        id: id as u32,
+        id as u32,
         errno,
-        _pad: 0,
-    });
+        cgroup::current() as u32,
+    ));
     0
 }
 

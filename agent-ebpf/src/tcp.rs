@@ -1,12 +1,12 @@
 //! TCP connects on `sock/inet_sock_set_state` (tcpconnlat without kprobes).
 //! SYN_SENT is entered inside connect(), in the caller's context: remember the
-//! time and the process there. Leaving SYN_SENT (in softirq, any context) ends
+//! time, the process and its cgroup there. Leaving SYN_SENT (in softirq, any context) ends
 //! the connect: ESTABLISHED is a success, CLOSE a failure whose reason is in
 //! `sk->sk_err`, which every kernel failure path sets before closing (the
 //! error report tracepoint comes after the close on resets and timeouts).
 //! Each finished connect is one ring-buffer event; connects are rare enough.
 
-use crate::{counters, filter};
+use crate::{cgroup, counters, filter};
 use agent_common::counters::{TCP_ACCEPTS, TCP_INFLIGHT_FULL, TCP_RINGBUF_DROPS};
 use agent_common::tcp::{
     ConnectEvent, ConnectStart, ERROR_UNKNOWN, IPPROTO_TCP, TCP_ESTABLISHED, TCP_SYN_RECV,
@@ -101,6 +101,7 @@ fn connect_started(skaddr: u64) {
         tgid,
         _pad: 0,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        cgroup: cgroup::current(),
     };
     if TCP_INFLIGHT.insert(skaddr, start, 0).is_err() {
         counters::add(TCP_INFLIGHT_FULL, 1);
@@ -143,6 +144,7 @@ fn connect_finished(ctx: &TracePointContext, off: &TcpOffsets, skaddr: u64, new:
         saddr: read(ctx, off.saddr_v6).unwrap_or([0; 16]),
         daddr: read(ctx, off.daddr_v6).unwrap_or([0; 16]),
         comm: start.comm,
+        cgroup: start.cgroup,
     });
     // Do not wake the agent per connect (a wakeup costs it microseconds): it
     // drains on a timer, and is woken once a burst has filled part of the ring.

@@ -4,6 +4,7 @@
 //! they are folded into one `other` series and the fold is counted.
 
 use crate::histogram::LatencyHistogram;
+use crate::k8s::Slot;
 use agent_common::syscalls::SyscallRecord;
 use std::collections::HashMap;
 
@@ -27,11 +28,12 @@ impl SyscallStats {
 
     #[inline]
     fn record(&mut self, rec: &SyscallRecord) {
-        self.latency.record(rec.latency_ns);
-        if rec.errno != 0 {
-            match self.errors.iter_mut().find(|(e, _)| *e == rec.errno) {
+        self.latency.record(rec.latency_ns());
+        let errno = rec.errno();
+        if errno != 0 {
+            match self.errors.iter_mut().find(|(e, _)| *e == errno) {
                 Some((_, n)) => *n += 1,
-                None => self.errors.push((rec.errno, 1)),
+                None => self.errors.push((errno, 1)),
             }
         }
     }
@@ -121,17 +123,95 @@ impl SyscallAggregate {
     }
 }
 
+/// One aggregate per container label set (`k8s::Slot`; slot 0 is the host,
+/// and everything when attribution is off). An entry whose slot was retired
+/// and reused is replaced on its next event.
+#[derive(Debug)]
+pub struct BySlot<T> {
+    items: Vec<Option<(u32, T)>>,
+}
+
+impl<T> Default for BySlot<T> {
+    fn default() -> Self {
+        BySlot { items: Vec::new() }
+    }
+}
+
+impl<T> BySlot<T> {
+    /// The entry of `slot`, made with `make` if absent or of an older generation.
+    #[inline]
+    pub fn entry(&mut self, slot: Slot, make: impl FnOnce() -> T) -> &mut T {
+        let i = slot.index as usize;
+        if i >= self.items.len() {
+            self.items.resize_with(i + 1, || None);
+        }
+        let item = &mut self.items[i];
+        if item.as_ref().is_none_or(|(g, _)| *g != slot.generation) {
+            *item = Some((slot.generation, make()));
+        }
+        &mut item.as_mut().expect("just filled").1
+    }
+
+    /// The host's entry (everything, when attribution is off).
+    pub fn host(&self) -> Option<&T> {
+        self.get(Slot::HOST)
+    }
+
+    pub fn get(&self, slot: Slot) -> Option<&T> {
+        match self.items.get(slot.index as usize)? {
+            Some((g, t)) if *g == slot.generation => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Every entry with its slot, in slot order.
+    pub fn iter(&self) -> impl Iterator<Item = (Slot, &T)> {
+        self.items.iter().enumerate().filter_map(|(i, item)| {
+            let (generation, t) = item.as_ref()?;
+            Some((
+                Slot {
+                    index: i as u32,
+                    generation: *generation,
+                },
+                t,
+            ))
+        })
+    }
+}
+
+/// Syscall aggregates per container. The host's keeps HDR percentiles (the
+/// attach view reads them); containers' export exact buckets only.
+pub type SyscallsBySlot = BySlot<SyscallAggregate>;
+
+impl SyscallsBySlot {
+    /// Creates the host entry, so the host has series even before events.
+    pub fn with_host(precision: u8, unknown_budget: usize) -> Self {
+        let mut s = BySlot::default();
+        s.entry(Slot::HOST, || {
+            SyscallAggregate::new(precision, unknown_budget)
+        });
+        s
+    }
+
+    #[inline]
+    pub fn record(&mut self, slot: Slot, rec: &SyscallRecord) {
+        let budget = self.host().map_or(0, |h| h.sparse_budget);
+        self.entry(slot, || SyscallAggregate::new(0, budget))
+            .record(rec);
+    }
+
+    /// Events folded into syscall="other", over every slot.
+    pub fn folded_events(&self) -> u64 {
+        self.iter().map(|(_, a)| a.folded_events()).sum()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn rec(id: u32, latency_ns: u64, errno: u16) -> SyscallRecord {
-        SyscallRecord {
-            latency_ns,
-            id,
-            errno,
-            _pad: 0,
-        }
+        SyscallRecord::new(latency_ns, id, errno, 0)
     }
 
     #[test]
@@ -179,6 +259,30 @@ mod tests {
                 .sum::<u64>(),
             6
         );
+    }
+
+    #[test]
+    fn by_slot_keeps_containers_apart_and_drops_retired_generations() {
+        let c = Slot {
+            index: 2,
+            generation: 0,
+        };
+        let mut s = SyscallsBySlot::with_host(2, 4);
+        s.record(Slot::HOST, &rec(110, 1, 0));
+        s.record(c, &rec(110, 1, 0));
+        s.record(c, &rec(110, 1, 0));
+        assert_eq!(s.host().unwrap().get(110).unwrap().latency.count(), 1);
+        assert_eq!(s.get(c).unwrap().get(110).unwrap().latency.count(), 2);
+        assert_eq!(s.iter().count(), 2);
+        // Slot 2 retired and reused: the old data is not the new set's.
+        let reused = Slot {
+            index: 2,
+            generation: 1,
+        };
+        assert!(s.get(reused).is_none());
+        s.record(reused, &rec(110, 1, 0));
+        assert_eq!(s.get(reused).unwrap().get(110).unwrap().latency.count(), 1);
+        assert!(s.get(c).is_none());
     }
 
     #[test]

@@ -20,16 +20,20 @@ pub struct LoadOptions {
     /// Size of the per-thread start table: the kernel's pid_max.
     pub pid_max: u32,
     pub ring_bytes: u32,
+    /// Records carry the caller's cgroup id (container attribution).
+    pub cgroup_ids: bool,
 }
 
 pub fn load(opts: &LoadOptions) -> Result<Ebpf> {
     check_privileges()?;
     let wakeup_bytes = u64::from(opts.ring_bytes / 4);
     let follow_children = u32::from(opts.follow_children);
+    let cgroup_ids = u32::from(opts.cgroup_ids);
     let mut loader = EbpfLoader::new();
     loader
         .override_global("TARGET_TGID", &opts.target_tgid, true)
         .override_global("FOLLOW_CHILDREN", &follow_children, true)
+        .override_global("CGROUP_IDS", &cgroup_ids, true)
         .override_global("SYSCALL_WAKEUP_BYTES", &wakeup_bytes, true)
         .override_global("TCP_OFFSETS", &opts.tcp_offsets, true)
         .override_global("TASK_OFFSETS", &opts.task_offsets, true)

@@ -80,6 +80,9 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub collectors: crate::collectors::CollectorArgs,
+
+    #[command(flatten)]
+    pub containers: crate::k8s::args::ContainerArgs,
 }
 
 impl Default for RunArgs {

@@ -1,8 +1,9 @@
 //! Prometheus exposition: collectors that snapshot the aggregates at scrape
 //! time, and the HTTP endpoints (/metrics, /healthz, /readyz).
 
-use crate::aggregate::{SyscallAggregate, SyscallKey};
+use crate::aggregate::{SyscallKey, SyscallsBySlot};
 use crate::bpf::KernelCounters;
+use crate::k8s::Attribution;
 use crate::stats::AgentStats;
 use crate::{exposition, names};
 use agent_common::counters;
@@ -26,7 +27,8 @@ use tokio::sync::watch;
 pub const PREFIX: &str = "ebpf_agent";
 
 pub fn registry(
-    syscalls: Arc<Mutex<SyscallAggregate>>,
+    syscalls: Arc<Mutex<SyscallsBySlot>>,
+    attribution: Option<Arc<Attribution>>,
     tcp: Option<crate::tcp::TcpCollector>,
     runq: Option<crate::probes::sched::RunqCollector>,
     stats: Arc<AgentStats>,
@@ -38,7 +40,13 @@ pub fn registry(
         "Agent build information",
         Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
     );
-    r.register_collector(Box::new(SyscallCollector { agg: syscalls }));
+    r.register_collector(Box::new(SyscallCollector {
+        agg: syscalls,
+        attribution: attribution.clone(),
+    }));
+    if let Some(a) = attribution {
+        r.register_collector(Box::new(crate::k8s::Metrics(a)));
+    }
     if let Some(tcp) = tcp {
         r.register_collector(Box::new(tcp));
     }
@@ -51,7 +59,8 @@ pub fn registry(
 
 #[derive(Debug)]
 struct SyscallCollector {
-    agg: Arc<Mutex<SyscallAggregate>>,
+    agg: Arc<Mutex<SyscallsBySlot>>,
+    attribution: Option<Arc<Attribution>>,
 }
 
 fn label(key: SyscallKey) -> Cow<'static, str> {
@@ -63,22 +72,28 @@ fn label(key: SyscallKey) -> Cow<'static, str> {
 
 impl Collector for SyscallCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        let labeler = crate::k8s::labeler(self.attribution.as_deref());
         let agg = self.agg.lock().unwrap_or_else(|p| p.into_inner());
-        let series = agg.series();
+        // (container labels + syscall label, stats) for every live slot.
+        let series: Vec<_> = agg
+            .iter()
+            .filter_map(|(slot, a)| Some((labeler.labels(slot)?, a)))
+            .flat_map(|(container, a)| {
+                a.series().into_iter().map(move |(key, s)| {
+                    let mut labels = container.clone();
+                    labels.push(("syscall", label(key)));
+                    (labels, s)
+                })
+            })
+            .collect();
         let mut m = enc.encode_descriptor(
             "syscall_latency",
             "Time from syscall entry to exit, by syscall",
             Some(&Unit::Seconds),
             MetricType::Histogram,
         )?;
-        for (key, s) in &series {
-            let labels = [("syscall", label(*key))];
-            m.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
-                s.latency.sum_seconds(),
-                s.latency.count(),
-                &s.latency.buckets_seconds(),
-                None,
-            )?;
+        for (labels, s) in &series {
+            s.latency.encode(m.encode_family(labels)?)?;
         }
         let mut m = enc.encode_descriptor(
             "syscalls",
@@ -86,9 +101,8 @@ impl Collector for SyscallCollector {
             None,
             MetricType::Counter,
         )?;
-        for (key, s) in &series {
-            let labels = [("syscall", label(*key))];
-            m.encode_family(&labels)?
+        for (labels, s) in &series {
+            m.encode_family(labels)?
                 .encode_counter::<NoLabelSet, _, u64>(&s.latency.count(), None)?;
         }
         let mut m = enc.encode_descriptor(
@@ -97,9 +111,10 @@ impl Collector for SyscallCollector {
             None,
             MetricType::Counter,
         )?;
-        for (key, s) in &series {
+        for (labels, s) in &series {
             for &(errno, n) in &s.errors {
-                let labels = [("syscall", label(*key)), ("errno", names::errno(errno))];
+                let mut labels = labels.clone();
+                labels.push(("errno", names::errno(errno)));
                 m.encode_family(&labels)?
                     .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
             }
@@ -112,6 +127,10 @@ impl Collector for SyscallCollector {
             None,
             MetricType::Counter,
         )?;
+        if let Some(a) = &self.attribution {
+            m.encode_family(&[("family", "container")])?
+                .encode_counter::<NoLabelSet, _, u64>(&a.folded_events(), None)?;
+        }
         m.encode_family(&[("family", "syscall")])?
             .encode_counter::<NoLabelSet, _, u64>(&folded, None)?;
         Ok(())

@@ -44,14 +44,19 @@ pub struct LatencyHistogram {
     count: u64,
     sum_ns: u128,
     max_ns: u64,
-    hdr: Histogram<u64>,
+    /// None for precision 0: per-container series export buckets only, and
+    /// an HDR histogram costs tens of KiB.
+    hdr: Option<Histogram<u64>>,
 }
 
 impl LatencyHistogram {
-    /// `precision`: HDR significant digits (1..=5); memory grows ~10x per digit.
+    /// `precision`: HDR significant digits (1..=5; memory grows ~10x per
+    /// digit), or 0 for no percentiles.
     pub fn new(precision: u8) -> Self {
-        let hdr = Histogram::new_with_bounds(1, HDR_MAX_NS, precision)
-            .expect("precision is validated at startup to be 1..=5");
+        let hdr = (precision > 0).then(|| {
+            Histogram::new_with_bounds(1, HDR_MAX_NS, precision.min(5))
+                .expect("1..=5 significant digits are valid HDR settings")
+        });
         LatencyHistogram {
             buckets: [0; BOUNDS_NS.len() + 1],
             count: 0,
@@ -67,7 +72,9 @@ impl LatencyHistogram {
         self.count += 1;
         self.sum_ns += u128::from(ns);
         self.max_ns = self.max_ns.max(ns);
-        self.hdr.saturating_record(ns.min(HDR_MAX_NS));
+        if let Some(hdr) = &mut self.hdr {
+            hdr.saturating_record(ns.min(HDR_MAX_NS));
+        }
     }
 
     pub fn count(&self) -> u64 {
@@ -82,18 +89,31 @@ impl LatencyHistogram {
         self.max_ns
     }
 
-    /// Value at quantile `q` (0..=1) in ns, within the HDR precision; 0 if empty.
+    /// Value at quantile `q` (0..=1) in ns, within the HDR precision; 0 if
+    /// empty or without HDR.
     pub fn quantile_ns(&self, q: f64) -> u64 {
-        if self.count == 0 {
-            0
-        } else {
-            self.hdr.value_at_quantile(q).min(self.max_ns)
+        match &self.hdr {
+            Some(hdr) if self.count > 0 => hdr.value_at_quantile(q).min(self.max_ns),
+            _ => 0,
         }
     }
 
     /// Sum in seconds, for `_sum`.
     pub fn sum_seconds(&self) -> f64 {
         ns_to_seconds(self.sum_ns)
+    }
+
+    /// Writes this as one Prometheus histogram series (buckets in seconds).
+    pub fn encode(
+        &self,
+        mut enc: prometheus_client::encoding::MetricEncoder<'_>,
+    ) -> std::fmt::Result {
+        enc.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            self.sum_seconds(),
+            self.count(),
+            &self.buckets_seconds(),
+            None,
+        )
     }
 
     /// The buckets in the shape `encode_histogram` takes (see `seconds_buckets`).
@@ -157,6 +177,15 @@ mod tests {
         assert!((p50 - 500_000.0).abs() / 500_000.0 < 0.002, "{p50}");
         assert_eq!(h.quantile_ns(1.0), 1_000_000);
         assert_eq!(LatencyHistogram::new(2).quantile_ns(0.99), 0);
+    }
+
+    #[test]
+    fn precision_zero_keeps_exact_buckets_without_hdr() {
+        let mut h = LatencyHistogram::new(0);
+        h.record(1_500);
+        assert!(h.hdr.is_none());
+        assert_eq!((h.count(), h.sum_ns(), h.quantile_ns(0.5)), (1, 1_500, 0));
+        assert_eq!(h.buckets_seconds()[1], (2.5e-6, 1));
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod errno_table;
 pub mod export;
 pub mod exposition;
 pub mod histogram;
+pub mod k8s;
 pub mod logging;
 pub mod names;
 pub mod node;

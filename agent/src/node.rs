@@ -3,8 +3,9 @@
 
 use crate::bpf;
 use crate::cli::RunArgs;
-use crate::{collectors, export, probes, shutdown, target, tracefs};
+use crate::{collectors, export, k8s, probes, shutdown, target, tracefs};
 use anyhow::Result;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -15,6 +16,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
         None => 0,
     };
     let node_registry = collectors::registry(&args.collectors, args.pid)?;
+    let attribution = args
+        .containers
+        .resolve(&args.collectors.sysfs, &args.collectors.rootfs)?
+        .map(|opts| (opts.retention, Arc::new(k8s::Attribution::new(opts))));
     bpf::check_privileges()?;
     // Bind first: a busy port should fail before anything touches the kernel.
     let listener = export::bind(args.listen).await?;
@@ -39,14 +44,25 @@ pub async fn run(args: RunArgs) -> Result<()> {
             unknown_syscall_budget: args.unknown_syscall_budget,
             tcp_destination_budget: args.tcp_destination_budget,
             probes: probes::Probes::from_names(&args.probes),
+            attribution: attribution.as_ref().map(|(_, a)| a.clone()),
         },
         stop_rx.clone(),
     )?;
 
     let registries = vec![
-        export::registry(syscalls, tcp_collector, runq, stats.clone(), Some(kernel)),
+        export::registry(
+            syscalls,
+            attribution.as_ref().map(|(_, a)| a.clone()),
+            tcp_collector,
+            runq,
+            stats.clone(),
+            Some(kernel),
+        ),
         node_registry,
     ];
+    if let Some((retention, a)) = attribution {
+        k8s::spawn_housekeeping(a, retention, stop_rx.clone());
+    }
     let addr = listener.local_addr()?;
     let server = tokio::spawn(export::serve(listener, registries, stats, stop_rx));
     match target_tgid {

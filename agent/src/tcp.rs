@@ -1,7 +1,9 @@
 //! TCP connect aggregate and its metrics: latency of successful connects,
 //! connects by outcome, and by destination behind a series budget.
 
+use crate::aggregate::BySlot;
 use crate::histogram::LatencyHistogram;
+use crate::k8s::Slot;
 use agent_common::tcp::{ConnectEvent, TCP_ESTABLISHED};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
@@ -75,12 +77,33 @@ pub fn destination(ev: &ConnectEvent) -> String {
     SocketAddr::new(ip, ev.dport).to_string()
 }
 
+/// Latency and outcomes of one container's connects (or the host's).
 #[derive(Debug)]
-pub struct TcpAggregate {
+pub struct ConnectStats {
     /// Successful connects only: a failure's duration is not a connect latency.
     pub latency: LatencyHistogram,
     pub outcomes: HashMap<Outcome, u64>,
-    /// Per destination, by outcome. Admission is sticky (a destination is never
+}
+
+impl ConnectStats {
+    fn new(precision: u8) -> Self {
+        ConnectStats {
+            latency: LatencyHistogram::new(precision),
+            outcomes: HashMap::new(),
+        }
+    }
+
+    pub fn count(&self, outcome: Outcome) -> u64 {
+        self.outcomes.get(&outcome).copied().unwrap_or(0)
+    }
+}
+
+#[derive(Debug)]
+pub struct TcpAggregate {
+    /// Per container label set; the host's keeps HDR percentiles.
+    by_slot: BySlot<ConnectStats>,
+    /// Per destination, by outcome, node-wide (per container as well would
+    /// multiply two budgets). Admission is sticky (a destination is never
     /// demoted, so its counters stay monotonic); past the budget, new
     /// destinations are folded into "other".
     destinations: HashMap<String, HashMap<Outcome, u64>>,
@@ -90,21 +113,23 @@ pub struct TcpAggregate {
 
 impl TcpAggregate {
     pub fn new(precision: u8, budget: usize) -> Self {
+        let mut by_slot = BySlot::default();
+        by_slot.entry(Slot::HOST, || ConnectStats::new(precision));
         TcpAggregate {
-            latency: LatencyHistogram::new(precision),
-            outcomes: HashMap::new(),
+            by_slot,
             destinations: HashMap::new(),
             budget,
             folded: 0,
         }
     }
 
-    pub fn record(&mut self, ev: &ConnectEvent) {
+    pub fn record(&mut self, ev: &ConnectEvent, slot: Slot) {
         let outcome = Outcome::of(ev);
+        let stats = self.by_slot.entry(slot, || ConnectStats::new(0));
         if outcome == Outcome::Success {
-            self.latency.record(ev.latency_ns);
+            stats.latency.record(ev.latency_ns);
         }
-        *self.outcomes.entry(outcome).or_default() += 1;
+        *stats.outcomes.entry(outcome).or_default() += 1;
         let mut dest = destination(ev);
         if !self.destinations.contains_key(&dest) && self.destinations.len() >= self.budget {
             self.folded += 1;
@@ -118,8 +143,18 @@ impl TcpAggregate {
             .or_default() += 1;
     }
 
+    /// Connects with this outcome, over every container and the host.
     pub fn count(&self, outcome: Outcome) -> u64 {
-        self.outcomes.get(&outcome).copied().unwrap_or(0)
+        self.by_slot.iter().map(|(_, s)| s.count(outcome)).sum()
+    }
+
+    /// The host's stats: everything when attribution is off (attach mode).
+    pub fn host(&self) -> &ConnectStats {
+        self.by_slot.host().expect("made in new()")
+    }
+
+    pub fn by_slot(&self) -> &BySlot<ConnectStats> {
+        &self.by_slot
     }
 
     pub fn folded(&self) -> u64 {
@@ -141,6 +176,7 @@ impl TcpAggregate {
 /// Exports the aggregate; `in_flight` counts entries in the kernel's map.
 pub struct TcpCollector {
     pub agg: Arc<Mutex<TcpAggregate>>,
+    pub attribution: Option<Arc<crate::k8s::Attribution>>,
     pub in_flight: Box<dyn Fn() -> Option<u64> + Send + Sync>,
 }
 
@@ -152,28 +188,41 @@ impl std::fmt::Debug for TcpCollector {
 
 impl Collector for TcpCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        let labeler = crate::k8s::labeler(self.attribution.as_deref());
         let agg = self.agg.lock().unwrap_or_else(|p| p.into_inner());
+        let series: Vec<_> = agg
+            .by_slot()
+            .iter()
+            .filter_map(|(slot, s)| Some((labeler.labels(slot)?, slot, s)))
+            .collect();
         let mut m = enc.encode_descriptor(
             "tcp_connect_latency",
             "Time from connect() entering SYN_SENT to ESTABLISHED, successful connects",
             Some(&Unit::Seconds),
             MetricType::Histogram,
         )?;
-        m.encode_histogram::<NoLabelSet>(
-            agg.latency.sum_seconds(),
-            agg.latency.count(),
-            &agg.latency.buckets_seconds(),
-            None,
-        )?;
+        for (labels, _, s) in &series {
+            s.latency.encode(m.encode_family(labels)?)?;
+        }
         let mut m = enc.encode_descriptor(
             "tcp_connects",
             "Outgoing TCP connects, by outcome",
             None,
             MetricType::Counter,
         )?;
-        for outcome in Outcome::ALL {
-            m.encode_family(&[("outcome", outcome.label())])?
-                .encode_counter::<NoLabelSet, _, u64>(&agg.count(outcome), None)?;
+        for (labels, slot, s) in &series {
+            for outcome in Outcome::ALL {
+                // The host has every outcome (zeros included); containers
+                // only those seen, to keep their series few.
+                let n = s.count(outcome);
+                if n == 0 && *slot != Slot::HOST {
+                    continue;
+                }
+                let mut labels = labels.clone();
+                labels.push(("outcome", outcome.label().into()));
+                m.encode_family(&labels)?
+                    .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+            }
         }
         let mut m = enc.encode_descriptor(
             "tcp_connects_by_destination",
@@ -271,9 +320,15 @@ mod tests {
     fn budget_folds_new_destinations_and_counts_them() {
         let mut a = TcpAggregate::new(2, 2);
         for port in [1, 2, 1, 3, 4, 2] {
-            a.record(&ev(TCP_ESTABLISHED, 0, v4([127, 0, 0, 1]), port));
+            a.record(
+                &ev(TCP_ESTABLISHED, 0, v4([127, 0, 0, 1]), port),
+                Slot::HOST,
+            );
         }
-        a.record(&ev(TCP_CLOSE, libc::ECONNREFUSED, v4([127, 0, 0, 1]), 3));
+        a.record(
+            &ev(TCP_CLOSE, libc::ECONNREFUSED, v4([127, 0, 0, 1]), 3),
+            Slot::HOST,
+        );
         let by = a.by_destination();
         assert_eq!(
             by,
@@ -286,6 +341,6 @@ mod tests {
         );
         assert_eq!(a.folded(), 3);
         assert_eq!(a.count(Outcome::Success), 6);
-        assert_eq!(a.latency.count(), 6, "only successes are latencies");
+        assert_eq!(a.host().latency.count(), 6, "only successes are latencies");
     }
 }

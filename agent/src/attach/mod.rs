@@ -90,6 +90,7 @@ pub async fn run(args: AttachArgs) -> Result<()> {
             unknown_syscall_budget: 64,
             tcp_destination_budget: 50,
             probes: probes::Probes::ALL,
+            attribution: None,
         },
         stop_rx.clone(),
     )?;
@@ -117,6 +118,7 @@ pub async fn run(args: AttachArgs) -> Result<()> {
     let server = listener.map(|listener| {
         let mut registry = export::registry(
             syscalls.clone(),
+            None,
             tcp_collector,
             None,
             stats.clone(),

@@ -3,7 +3,7 @@
 //! docs/attach.md).
 
 use super::procstat::ProcStats;
-use crate::aggregate::{SyscallAggregate, SyscallKey};
+use crate::aggregate::{SyscallKey, SyscallsBySlot};
 use crate::names;
 use crate::tcp::{Outcome, TcpAggregate};
 use agent_common::buckets::BOUNDS_NS;
@@ -121,7 +121,8 @@ pub struct Snapshotter {
 }
 
 pub struct Sources<'a> {
-    pub syscalls: &'a std::sync::Mutex<SyscallAggregate>,
+    /// Attach mode has no container attribution: everything is the host's.
+    pub syscalls: &'a std::sync::Mutex<SyscallsBySlot>,
     /// None when the TCP probe is not attached.
     pub tcp: Option<&'a std::sync::Mutex<TcpAggregate>>,
     /// None when the run-queue probe is not attached or cannot be read.
@@ -156,7 +157,9 @@ impl Snapshotter {
         let secs = now.duration_since(self.last_at).as_secs_f64().max(1e-3);
         let mut syscalls: Vec<SyscallRow> = {
             let agg = src.syscalls.lock().unwrap_or_else(|p| p.into_inner());
-            agg.series()
+            agg.host()
+                .map(|h| h.series())
+                .unwrap_or_default()
                 .into_iter()
                 .map(|(key, s)| {
                     let count = s.latency.count();
@@ -230,9 +233,9 @@ impl Snapshotter {
                     .iter()
                     .map(|&o| (o.label(), agg.count(o)))
                     .collect(),
-                p50_ns: agg.latency.quantile_ns(0.5),
-                p99_ns: agg.latency.quantile_ns(0.99),
-                max_ns: agg.latency.max_ns(),
+                p50_ns: agg.host().latency.quantile_ns(0.5),
+                p99_ns: agg.host().latency.quantile_ns(0.99),
+                max_ns: agg.host().latency.max_ns(),
                 destinations,
             }
         });
@@ -265,17 +268,16 @@ mod tests {
 
     #[test]
     fn rates_are_per_interval_and_rows_busiest_first() {
-        let agg = Mutex::new(SyscallAggregate::new(2, 4));
-        let rec = |id, errno| SyscallRecord {
-            latency_ns: 1_000,
-            id,
-            errno,
-            _pad: 0,
-        };
+        let agg = Mutex::new(SyscallsBySlot::with_host(2, 4));
+        let rec = |id, errno| SyscallRecord::new(1_000, id, errno, 0);
         for _ in 0..3 {
-            agg.lock().unwrap().record(&rec(110, 0));
+            agg.lock()
+                .unwrap()
+                .record(crate::k8s::Slot::HOST, &rec(110, 0));
         }
-        agg.lock().unwrap().record(&rec(81, 9));
+        agg.lock()
+            .unwrap()
+            .record(crate::k8s::Slot::HOST, &rec(81, 9));
         let mut s = Snapshotter::new(1, "x".into());
         let src = |agg| Sources {
             syscalls: agg,
@@ -289,7 +291,9 @@ mod tests {
         assert_eq!(a.syscalls[0].name, "getppid");
         assert_eq!(a.syscalls[0].interval_count, 3);
         assert_eq!(a.syscalls[1].errors_by_errno["EBADF"], 1);
-        agg.lock().unwrap().record(&rec(81, 9));
+        agg.lock()
+            .unwrap()
+            .record(crate::k8s::Slot::HOST, &rec(81, 9));
         let b = s.take(src(&agg), true);
         assert_eq!(b.syscalls[0].name, "fchdir");
         assert_eq!((b.syscalls[0].count, b.syscalls[0].interval_count), (2, 1));

@@ -57,6 +57,8 @@ pub struct StartOptions {
     pub tcp_destination_budget: usize,
     /// Which probes to start.
     pub probes: Probes,
+    /// Container attribution: records carry cgroup ids, resolved by this.
+    pub attribution: Option<std::sync::Arc<crate::k8s::Attribution>>,
 }
 
 /// The probes a run starts (`--probes`); the others are neither attached nor
@@ -93,7 +95,7 @@ pub struct Started {
     pub ebpf: Ebpf,
     pub kernel: std::sync::Arc<crate::bpf::KernelCounters>,
     pub stats: std::sync::Arc<crate::stats::AgentStats>,
-    pub syscalls: std::sync::Arc<std::sync::Mutex<crate::aggregate::SyscallAggregate>>,
+    pub syscalls: std::sync::Arc<std::sync::Mutex<crate::aggregate::SyscallsBySlot>>,
     /// The TCP aggregate (empty when the probe is not attached).
     pub tcp: std::sync::Arc<std::sync::Mutex<crate::tcp::TcpAggregate>>,
     pub tcp_collector: Option<crate::tcp::TcpCollector>,
@@ -107,7 +109,7 @@ pub struct Started {
 /// logged and listed in `missing`, unless `strict`), and spawns the drain
 /// tasks, which run until `stop` flips. Shared by node and attach mode.
 pub fn start_all(opts: &StartOptions, stop: tokio::sync::watch::Receiver<bool>) -> Result<Started> {
-    use crate::aggregate::SyscallAggregate;
+    use crate::aggregate::SyscallsBySlot;
     use crate::bpf::{self, KernelCounters, LoadOptions};
     use crate::stats::AgentStats;
     use crate::tcp::{TcpAggregate, TcpCollector};
@@ -139,10 +141,11 @@ pub fn start_all(opts: &StartOptions, stop: tokio::sync::watch::Receiver<bool>) 
         task_offsets: task_offsets.as_ref().copied().unwrap_or_default(),
         pid_max: bpf::pid_max(),
         ring_bytes: opts.ring_bytes,
+        cgroup_ids: opts.attribution.is_some(),
     })?;
     let kernel = Arc::new(KernelCounters::take(&mut ebpf)?);
     let stats = Arc::new(AgentStats::default());
-    let syscalls = Arc::new(Mutex::new(SyscallAggregate::new(
+    let syscalls = Arc::new(Mutex::new(SyscallsBySlot::with_host(
         opts.hdr_precision,
         opts.unknown_syscall_budget,
     )));
@@ -167,6 +170,7 @@ pub fn start_all(opts: &StartOptions, stop: tokio::sync::watch::Receiver<bool>) 
             tasks.push(syscalls::spawn(
                 attached,
                 syscalls.clone(),
+                opts.attribution.clone(),
                 stats.clone(),
                 interval,
                 stop.clone(),
@@ -195,6 +199,7 @@ pub fn start_all(opts: &StartOptions, stop: tokio::sync::watch::Receiver<bool>) 
             tasks.push(tcp::spawn(
                 ring,
                 tcp_agg.clone(),
+                opts.attribution.clone(),
                 stats.clone(),
                 interval,
                 stop.clone(),
@@ -202,6 +207,7 @@ pub fn start_all(opts: &StartOptions, stop: tokio::sync::watch::Receiver<bool>) 
             stats.tcp.attached.store(true, Relaxed);
             Some(TcpCollector {
                 agg: tcp_agg.clone(),
+                attribution: opts.attribution.clone(),
                 in_flight: Box::new(move || tcp::count_in_flight(&in_flight)),
             })
         }

@@ -6,8 +6,9 @@
 //! program on every CPU each interval so partial batches on idle CPUs are
 //! delivered within about two intervals.
 
-use crate::aggregate::SyscallAggregate;
+use crate::aggregate::SyscallsBySlot;
 use crate::bpf;
+use crate::k8s::{Attribution, Slot};
 use crate::stats::ProbeStats;
 use agent_common::syscalls::{BATCH_LEN, SyscallRecord};
 use anyhow::{Context, Result};
@@ -60,14 +61,24 @@ pub fn decode_batch(bytes: &[u8]) -> Option<impl Iterator<Item = SyscallRecord> 
     )
 }
 
-fn drain(ring: &mut RingBuf<MapData>, agg: &Mutex<SyscallAggregate>, stats: &ProbeStats) {
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    agg: &Mutex<SyscallsBySlot>,
+    attribution: Option<&Attribution>,
+    stats: &ProbeStats,
+) {
     while let Some(item) = ring.next() {
         match decode_batch(&item) {
             Some(records) => {
+                let mut resolver = attribution.map(Attribution::lock);
                 let mut agg = agg.lock().unwrap_or_else(|p| p.into_inner());
                 let mut n = 0;
                 for rec in records {
-                    agg.record(&rec);
+                    let slot = match &mut resolver {
+                        Some(r) => r.slot(rec.cgroup),
+                        None => Slot::HOST,
+                    };
+                    agg.record(slot, &rec);
                     n += 1;
                 }
                 stats.add_events(n);
@@ -85,7 +96,8 @@ fn drain(ring: &mut RingBuf<MapData>, agg: &Mutex<SyscallAggregate>, stats: &Pro
 /// drains a last time so nothing staged is left behind.
 pub fn spawn(
     attached: Attached,
-    agg: Arc<Mutex<SyscallAggregate>>,
+    agg: Arc<Mutex<SyscallsBySlot>>,
+    attribution: Option<Arc<Attribution>>,
     stats: Arc<crate::stats::AgentStats>,
     interval: Duration,
     shutdown: watch::Receiver<bool>,
@@ -94,7 +106,9 @@ pub fn spawn(
     let Attached { ring, flush } = attached;
     let flush = Arc::new(flush);
     spawn_flusher(flush.clone(), cpus.clone(), interval, shutdown.clone());
-    let drain_ring = move |ring: &mut RingBuf<MapData>| drain(ring, &agg, &stats.syscalls);
+    let drain_ring = move |ring: &mut RingBuf<MapData>| {
+        drain(ring, &agg, attribution.as_deref(), &stats.syscalls)
+    };
     super::ring::spawn_drain("syscall", ring, interval, shutdown, drain_ring, move || {
         flush_all(&flush, &cpus)
     })
@@ -147,24 +161,9 @@ mod tests {
     fn decodes_a_partial_batch() {
         let mut b = SyscallBatch::EMPTY;
         b.len = 2;
-        b.records[0] = SyscallRecord {
-            latency_ns: 5,
-            id: 110,
-            errno: 0,
-            _pad: 0,
-        };
-        b.records[1] = SyscallRecord {
-            latency_ns: 7,
-            id: 81,
-            errno: 9,
-            _pad: 0,
-        };
-        b.records[2] = SyscallRecord {
-            latency_ns: 9,
-            id: 1,
-            errno: 0,
-            _pad: 0,
-        }; // beyond len
+        b.records[0] = SyscallRecord::new(5, 110, 0, 0);
+        b.records[1] = SyscallRecord::new(7, 81, 9, 0);
+        b.records[2] = SyscallRecord::new(9, 1, 0, 0); // beyond len
         let recs: Vec<_> = decode_batch(&bytes_of(&b)).unwrap().collect();
         assert_eq!(recs, b.records[..2]);
     }

@@ -2,6 +2,8 @@
 //! One ring-buffer event per finished connect; the kernel wakes us per event
 //! (connects are rare), and a timer drains as a fallback.
 
+use crate::k8s::cgroupfs::low32;
+use crate::k8s::{Attribution, Slot};
 use crate::stats::ProbeStats;
 use crate::tcp::TcpAggregate;
 use crate::tracefs::field;
@@ -80,11 +82,19 @@ fn decode(bytes: &[u8]) -> Option<ConnectEvent> {
     })
 }
 
-fn drain(ring: &mut RingBuf<MapData>, agg: &Mutex<TcpAggregate>, stats: &ProbeStats) {
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    agg: &Mutex<TcpAggregate>,
+    attribution: Option<&Attribution>,
+    stats: &ProbeStats,
+) {
     while let Some(item) = ring.next() {
         match decode(&item) {
             Some(ev) => {
-                agg.lock().unwrap_or_else(|p| p.into_inner()).record(&ev);
+                let slot = attribution.map_or(Slot::HOST, |a| a.lock().slot(low32(ev.cgroup)));
+                agg.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .record(&ev, slot);
                 stats.add_events(1);
             }
             None => {
@@ -97,11 +107,13 @@ fn drain(ring: &mut RingBuf<MapData>, agg: &Mutex<TcpAggregate>, stats: &ProbeSt
 pub fn spawn(
     ring: RingBuf<MapData>,
     agg: Arc<Mutex<TcpAggregate>>,
+    attribution: Option<Arc<Attribution>>,
     stats: Arc<crate::stats::AgentStats>,
     interval: Duration,
     shutdown: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>> {
-    let drain_ring = move |ring: &mut RingBuf<MapData>| drain(ring, &agg, &stats.tcp);
+    let drain_ring =
+        move |ring: &mut RingBuf<MapData>| drain(ring, &agg, attribution.as_deref(), &stats.tcp);
     super::ring::spawn_drain("TCP", ring, interval, shutdown, drain_ring, || {})
 }
 
