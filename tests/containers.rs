@@ -313,3 +313,48 @@ fn budget_folds_extra_pods_into_other_and_counts_them() {
     assert!(e.value("ebpf_agent_series_folded_total", &[("family", "container")]) >= N as f64);
     std::fs::remove_dir_all(&logs).unwrap();
 }
+
+#[test]
+fn run_queue_waits_carry_the_pod_and_match_a_pid_filtered_agent() {
+    const COUNT: &str = "ebpf_agent_runqueue_latency_seconds_count";
+    let logs = std::env::temp_dir().join(format!("kubelet-logs-runq-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&logs);
+    let pod = Pod::create(&logs, "batch", "worker", true);
+    let node = Agent::start(&[
+        "--container-labels",
+        "on",
+        "--pod-logs",
+        logs.to_str().unwrap(),
+        "--collectors",
+        "none",
+    ]);
+    // Four threads sharing CPU 1 for a second: hundreds of waits.
+    let mut w = Workload::start(&["spin", "4", "1000", "1"]);
+    w.line(); // tids
+    pod.enter(&w.pid());
+    let by_pid = Agent::start(&[
+        "--pid",
+        &w.pid(),
+        "--probes",
+        "sched",
+        "--collectors",
+        "none",
+    ]);
+    w.go();
+    let pinned = by_pid.scrape().value(COUNT, &[]);
+    let e = node.scrape();
+    let in_pod = e.value(COUNT, &pod.labels());
+    assert!(
+        pinned >= 100.0,
+        "4 threads on one CPU for 1 s: {pinned} waits"
+    );
+    // The same waits, told apart by cgroup instead of by process.
+    assert!(
+        (in_pod - pinned).abs() <= pinned * 0.03 + 3.0,
+        "pod series {in_pod} vs --pid agent {pinned}"
+    );
+    eprintln!("run-queue waits: pod series {in_pod}, --pid agent {pinned}");
+    let host = e.value(COUNT, &[("namespace", ""), ("pod", ""), ("container", "")]);
+    assert!(host > 0.0, "the host's waits keep their own series");
+    std::fs::remove_dir_all(&logs).unwrap();
+}

@@ -19,5 +19,9 @@ pub const TCP_ACCEPTS: u32 = 5;
 /// Run-queue waits not measured because the task's pid/tgid could not be read.
 pub const RUNQ_READ_FAILED: u32 = 6;
 
+/// Run-queue waits counted under the host's labels because the per-cgroup
+/// histogram map was full (container attribution only).
+pub const RUNQ_CGROUP_MAP_FULL: u32 = 7;
+
 /// Number of counters; the size of the `COUNTERS` map.
-pub const COUNT: u32 = 7;
+pub const COUNT: u32 = 8;

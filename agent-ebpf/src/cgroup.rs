@@ -8,10 +8,15 @@ use aya_ebpf::{Global, helpers::bpf_get_current_cgroup_id};
 #[unsafe(no_mangle)]
 static CGROUP_IDS: Global<u32> = Global::new(0);
 
+#[inline(always)]
+pub fn enabled() -> bool {
+    CGROUP_IDS.load() != 0
+}
+
 /// The current task's cgroup v2 id, or 0 when attribution is off.
 #[inline(always)]
 pub fn current() -> u64 {
-    if CGROUP_IDS.load() != 0 {
+    if enabled() {
         unsafe { bpf_get_current_cgroup_id() }
     } else {
         0

@@ -4,21 +4,29 @@
 //! the task pointers and the real `preempt` flag; pid and tgid are read at
 //! offsets from kernel BTF. Aggregated in place per CPU (see agent-common).
 
-use crate::{counters, filter};
+use crate::{cgroup, counters, filter};
 use agent_common::buckets;
-use agent_common::counters::RUNQ_READ_FAILED;
+use agent_common::counters::{RUNQ_CGROUP_MAP_FULL, RUNQ_READ_FAILED};
 use agent_common::sched::{RunqHist, TaskOffsets};
 use aya_ebpf::{
     Global,
+    bindings::BPF_NOEXIST,
     helpers::{bpf_probe_read_kernel, generated::bpf_ktime_get_ns},
     macros::{btf_tracepoint, map, raw_tracepoint},
-    maps::{Array, PerCpuArray},
+    maps::{Array, PerCpuArray, PerCpuHashMap},
     programs::{BtfTracePointContext, RawTracePointContext},
 };
 use core::ptr::read_volatile;
 
 #[unsafe(no_mangle)]
-pub(crate) static TASK_OFFSETS: Global<TaskOffsets> = Global::new(TaskOffsets { pid: 0, _pad: 0 });
+pub(crate) static TASK_OFFSETS: Global<TaskOffsets> = Global::new(TaskOffsets {
+    pid: 0,
+    _pad: 0,
+    cgroups: 0,
+    dfl_cgrp: 0,
+    kn: 0,
+    kn_id: 0,
+});
 
 /// When each thread became runnable (0: not waiting), indexed by tid.
 #[map]
@@ -26,6 +34,12 @@ static RUNQ_START: Array<u64> = Array::with_max_entries(32768, 0);
 
 #[map]
 static RUNQ_HIST: PerCpuArray<RunqHist> = PerCpuArray::with_max_entries(1, 0);
+
+/// With container attribution: per cgroup (low 32 bits of the id of the task
+/// switched in). The agent sizes it to 1 entry when attribution is off.
+#[map]
+static RUNQ_CGROUP_HIST: PerCpuHashMap<u32, RunqHist> =
+    PerCpuHashMap::with_max_entries(agent_common::sched::CGROUP_HIST_ENTRIES, 0);
 
 /// (tid, tgid) of a task_struct pointer.
 #[inline(always)]
@@ -91,7 +105,8 @@ pub fn sched_switch(ctx: RawTracePointContext) -> i32 {
     if still_runnable(preempt, prev_state) {
         enqueue(ctx.arg(1));
     }
-    switch_in(ids(ctx.arg(2)));
+    let next: *const u8 = ctx.arg(2);
+    switch_in(ids(next), || cgroup_of(next));
     0
 }
 
@@ -114,8 +129,37 @@ pub fn sched_switch_btf(ctx: BtfTracePointContext) -> i32 {
     if still_runnable(preempt, prev_state) {
         enqueue_ids(ids_btf(ctx.arg(1)));
     }
-    switch_in(ids_btf(ctx.arg(2)));
+    let next: *const u8 = ctx.arg(2);
+    switch_in(ids_btf(next), || cgroup_of_btf(next));
     0
+}
+
+/// A task's cgroup v2 id (low 32 bits) with helper reads; 0 if unreadable.
+#[inline(always)]
+fn cgroup_of(task: *const u8) -> u32 {
+    let o = TASK_OFFSETS.load();
+    let step = |p: *const u8, off: u32| unsafe {
+        bpf_probe_read_kernel(p.add(off as usize) as *const *const u8).ok()
+    };
+    step(task, o.cgroups)
+        .and_then(|css_set| step(css_set, o.dfl_cgrp))
+        .and_then(|cgrp| step(cgrp, o.kn))
+        .and_then(|kn| {
+            unsafe { bpf_probe_read_kernel(kn.add(o.kn_id as usize) as *const u64) }.ok()
+        })
+        .map_or(0, |id| id as u32)
+}
+
+/// The same with direct loads (tp_btf: typed pointers; a fault reads 0).
+#[inline(always)]
+fn cgroup_of_btf(task: *const u8) -> u32 {
+    let o = TASK_OFFSETS.load();
+    unsafe {
+        let css_set = read_volatile(task.add(o.cgroups as usize) as *const *const u8);
+        let cgrp = read_volatile(css_set.add(o.dfl_cgrp as usize) as *const *const u8);
+        let kn = read_volatile(cgrp.add(o.kn as usize) as *const *const u8);
+        read_volatile(kn.add(o.kn_id as usize) as *const u64) as u32
+    }
 }
 
 /// Still runnable: preempted (whatever its state says: it was not dequeued),
@@ -125,9 +169,10 @@ fn still_runnable(preempt: u64, prev_state: u64) -> bool {
     preempt & 1 != 0 || prev_state as u32 == 0
 }
 
-/// `next` is switched in: its wait, if we saw it start, ends now.
+/// `next` is switched in: its wait, if we saw it start, ends now. `cgroup`
+/// is only called with attribution on, and only for a measured wait.
 #[inline(always)]
-fn switch_in(ids: Option<(u32, u32)>) {
+fn switch_in(ids: Option<(u32, u32)>, cgroup: impl FnOnce() -> u32) {
     let Some((tid, _)) = ids else { return };
     let Some(slot) = RUNQ_START.get_ptr_mut(tid) else {
         return;
@@ -142,7 +187,12 @@ fn switch_in(ids: Option<(u32, u32)>) {
         return;
     }
     let wait = now - start;
-    if let Some(h) = RUNQ_HIST.get_ptr_mut(0) {
+    let per_cgroup = if cgroup::enabled() && TASK_OFFSETS.load().kn_id != 0 {
+        cgroup_hist(cgroup())
+    } else {
+        None
+    };
+    if let Some(h) = per_cgroup.or_else(|| RUNQ_HIST.get_ptr_mut(0)) {
         let h = unsafe { &mut *h };
         if let Some(b) = h.buckets.get_mut(buckets::index(wait)) {
             *b += 1;
@@ -150,4 +200,20 @@ fn switch_in(ids: Option<(u32, u32)>) {
         h.count += 1;
         h.sum_ns += wait;
     }
+}
+
+/// This CPU's histogram for a cgroup, created on first use; None when the map
+/// is full (the wait then counts node-wide, and the overflow is counted).
+#[inline(always)]
+fn cgroup_hist(cgroup: u32) -> Option<*mut RunqHist> {
+    if let Some(h) = RUNQ_CGROUP_HIST.get_ptr_mut(cgroup) {
+        return Some(h);
+    }
+    // EEXIST (another CPU just made it) is fine; anything else is a full map.
+    let _ = RUNQ_CGROUP_HIST.insert(cgroup, RunqHist::ZERO, BPF_NOEXIST as u64);
+    let h = RUNQ_CGROUP_HIST.get_ptr_mut(cgroup);
+    if h.is_none() {
+        counters::add(RUNQ_CGROUP_MAP_FULL, 1);
+    }
+    h
 }

@@ -39,7 +39,16 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf> {
         .override_global("TASK_OFFSETS", &opts.task_offsets, true)
         .map_max_entries("RUNQ_START", opts.pid_max)
         .map_max_entries("SYSCALL_START", opts.pid_max)
-        .map_max_entries("SYSCALL_EVENTS", opts.ring_bytes);
+        .map_max_entries("SYSCALL_EVENTS", opts.ring_bytes)
+        // Preallocated per CPU: only worth its memory with attribution on.
+        .map_max_entries(
+            "RUNQ_CGROUP_HIST",
+            if opts.cgroup_ids {
+                agent_common::sched::CGROUP_HIST_ENTRIES
+            } else {
+                1
+            },
+        );
     loader.load(OBJECT).map_err(|e| explain(e.into()))
 }
 

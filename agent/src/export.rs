@@ -214,6 +214,13 @@ impl Collector for AgentCollector {
             MetricType::Counter,
         )?;
         m.encode_counter::<NoLabelSet, _, u64>(&kernel(counters::TCP_ACCEPTS), None)?;
+        let mut m = enc.encode_descriptor(
+            "runqueue_cgroup_map_full",
+            "Run-queue waits counted under the host's labels because the kernel's per-cgroup histogram map was full (container attribution only)",
+            None,
+            MetricType::Counter,
+        )?;
+        m.encode_counter::<NoLabelSet, _, u64>(&kernel(counters::RUNQ_CGROUP_MAP_FULL), None)?;
         Ok(())
     }
 }

@@ -154,6 +154,10 @@ pub struct Resolver {
     other: Option<Slot>,
     memo: Option<(u32, Slot)>,
     counts: Counts,
+    /// Cgroups dropped as gone, with their slot, until a consumer takes
+    /// them (the run-queue probe deletes their kernel map entries). Only
+    /// kept once someone asked (`track_gone`), so nothing accumulates.
+    gone: Option<Vec<(u32, Slot)>>,
 }
 
 impl Attribution {
@@ -180,6 +184,7 @@ impl Attribution {
                 other: None,
                 memo: None,
                 counts: Counts::default(),
+                gone: None,
             }),
         }
     }
@@ -192,6 +197,11 @@ impl Attribution {
     /// The resolver, locked once for a batch of lookups.
     pub fn lock(&self) -> std::sync::MutexGuard<'_, Resolver> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Start keeping the list [`Resolver::take_gone`] returns.
+    pub fn track_gone(&self) {
+        self.lock().gone.get_or_insert_with(Vec::new);
     }
 
     /// Events attributed to the shared `other` label set (budget spent).
@@ -240,6 +250,11 @@ impl Resolver {
             self.counts.folded_events += 1;
         }
         slot
+    }
+
+    /// Cgroups found gone since the last call, with the slot they had.
+    pub fn take_gone(&mut self) -> Vec<(u32, Slot)> {
+        self.gone.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     fn resolve(&mut self, cgroup: u32) -> Slot {
@@ -391,26 +406,35 @@ impl Resolver {
     fn housekeep(&mut self, now: Instant) {
         self.memo = None;
         let mut released = Vec::new();
+        let mut gone = Vec::new();
         self.cgroups.retain(|&id, c| {
-            let keep = match &c.path {
-                None => false,
-                Some(_) if c.incomplete => false, // look its pod up again
+            // (keep, gone): an incomplete container is dropped to be looked
+            // up again, but it is not gone.
+            let (keep, is_gone) = match &c.path {
+                None => (false, true), // unknown: gone before it was looked up
+                Some(_) if c.incomplete => (false, false),
                 Some(path) if self.index.alive(id, path) => {
                     c.missing = 0;
-                    true
+                    (true, false)
                 }
                 // Gone: keep one more round so records still in flight
                 // resolve to the same labels.
                 Some(_) => {
                     c.missing += 1;
-                    c.missing < 2
+                    (c.missing < 2, c.missing >= 2)
                 }
             };
             if !keep && c.slot != Slot::HOST {
                 released.push(c.slot);
             }
+            if is_gone {
+                gone.push((id, c.slot));
+            }
             keep
         });
+        if let Some(list) = &mut self.gone {
+            list.extend(gone);
+        }
         for slot in released {
             let e = &mut self.slots[slot.index as usize];
             if e.generation == slot.generation {

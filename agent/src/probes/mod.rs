@@ -3,6 +3,7 @@
 
 mod ring;
 pub mod sched;
+mod sched_cgroups;
 pub mod syscalls;
 pub mod tcp;
 
@@ -220,7 +221,7 @@ pub fn start_all(opts: &StartOptions, stop: tokio::sync::watch::Receiver<bool>) 
     };
     let runq = match want
         .sched
-        .then(|| task_offsets.and_then(|_| sched::attach(&mut ebpf)))
+        .then(|| task_offsets.and_then(|_| sched::attach(&mut ebpf, opts.attribution.clone())))
         .transpose()
     {
         Ok(None) => None,

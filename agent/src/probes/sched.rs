@@ -1,10 +1,13 @@
 //! Run-queue latency probe, userspace side (kernel side: agent-ebpf/src/sched.rs).
 //! The kernel aggregates per CPU; the collector sums the CPUs at scrape time.
 
+use super::sched_cgroups::{self, CgroupRunq};
 use crate::btf::KernelBtf;
 use crate::histogram::{ns_to_seconds, seconds_buckets};
+use crate::k8s::{Attribution, Slot};
 use agent_common::sched::{RunqHist, TaskOffsets};
 use anyhow::{Context, Result, bail};
+use aya::maps::PerCpuHashMap;
 use aya::maps::{MapData, PerCpuArray};
 use aya::programs::BtfTracePoint;
 use aya::{Btf, Ebpf};
@@ -12,7 +15,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// `task_struct` offsets from kernel BTF. The kernel reads pid and tgid in one
 /// 8-byte read, so they must be adjacent (they have been for decades).
@@ -23,14 +26,38 @@ pub fn offsets(btf: Result<&KernelBtf, &anyhow::Error>) -> Result<TaskOffsets> {
     if tgid != pid + 4 {
         bail!("task_struct.tgid ({tgid}) does not follow pid ({pid}) on this kernel");
     }
-    Ok(TaskOffsets { pid, _pad: 0 })
+    let chain = [
+        ("task_struct", "cgroups"),
+        ("css_set", "dfl_cgrp"),
+        ("cgroup", "kn"),
+        ("kernfs_node", "id"),
+    ]
+    .map(|(s, m)| btf.member_offset(s, m));
+    let [cgroups, dfl_cgrp, kn, kn_id] = match chain {
+        [Ok(a), Ok(b), Ok(c), Ok(d)] => [a, b, c, d],
+        _ => {
+            // Only per-container run-queue series need it; say so if asked.
+            tracing::debug!(
+                "no task -> cgroup id chain in kernel BTF: run-queue waits stay node-wide"
+            );
+            [0; 4]
+        }
+    };
+    Ok(TaskOffsets {
+        pid,
+        _pad: 0,
+        cgroups,
+        dfl_cgrp,
+        kn,
+        kn_id,
+    })
 }
 
 const HOOKS: [&str; 3] = ["sched_wakeup", "sched_wakeup_new", "sched_switch"];
 
 /// Attaches the BTF tracepoint programs (direct loads of task ids: cheaper),
 /// or the raw tracepoint ones (a helper call per read) if those cannot load.
-pub fn attach(ebpf: &mut Ebpf) -> Result<RunqCollector> {
+pub fn attach(ebpf: &mut Ebpf, attribution: Option<Arc<Attribution>>) -> Result<RunqCollector> {
     match load_btf(ebpf) {
         Ok(()) => {
             for tp in HOOKS {
@@ -51,8 +78,18 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<RunqCollector> {
         }
     }
     let map = ebpf.take_map("RUNQ_HIST").context("RUNQ_HIST missing")?;
+    let cgroups = match attribution {
+        Some(a) => {
+            let map = ebpf
+                .take_map("RUNQ_CGROUP_HIST")
+                .context("RUNQ_CGROUP_HIST missing")?;
+            Some(CgroupRunq::new(PerCpuHashMap::try_from(map)?, a.clone())).map(|c| (c, a))
+        }
+        None => None,
+    };
     Ok(RunqCollector {
         map: Mutex::new(PerCpuArray::try_from(map)?),
+        cgroups,
     })
 }
 
@@ -72,20 +109,14 @@ fn load_btf(ebpf: &mut Ebpf) -> Result<()> {
 
 /// Sum of the per-CPU histograms; `None` if the map cannot be read.
 pub fn read(map: &PerCpuArray<MapData, RunqHist>) -> Option<RunqHist> {
-    let per_cpu = map.get(&0, 0).ok()?;
-    let mut total = RunqHist::ZERO;
-    for h in per_cpu.iter() {
-        for (t, v) in total.buckets.iter_mut().zip(h.buckets) {
-            *t += v;
-        }
-        total.count += h.count;
-        total.sum_ns += h.sum_ns;
-    }
-    Some(total)
+    Some(sched_cgroups::sum(map.get(&0, 0).ok()?.iter()))
 }
 
 pub struct RunqCollector {
+    /// Node-wide (everything, without attribution; with it, waits the
+    /// per-cgroup map had no room for).
     map: Mutex<PerCpuArray<MapData, RunqHist>>,
+    cgroups: Option<(CgroupRunq, Arc<Attribution>)>,
 }
 
 impl RunqCollector {
@@ -102,9 +133,26 @@ impl std::fmt::Debug for RunqCollector {
 
 impl Collector for RunqCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
-        let Some(h) = self.snapshot() else {
+        let Some(node) = self.snapshot() else {
             tracing::warn!("cannot read the run-queue histogram map");
             return Ok(());
+        };
+        // (labels, histogram) per series: one unlabelled without attribution;
+        // with it, one per container and the host's (node-wide map included).
+        let series = match &self.cgroups {
+            None => vec![(Vec::new(), node)],
+            Some((cgroups, attribution)) => {
+                let mut by_slot = cgroups.update();
+                match by_slot.iter_mut().find(|(s, _)| *s == Slot::HOST) {
+                    Some((_, host)) => add(host, &node),
+                    None => by_slot.push((Slot::HOST, node)),
+                }
+                let labeler = attribution.labeler();
+                by_slot
+                    .into_iter()
+                    .filter_map(|(slot, h)| Some((labeler.labels(slot)?, h)))
+                    .collect()
+            }
         };
         let mut m = enc.encode_descriptor(
             "runqueue_latency",
@@ -112,9 +160,21 @@ impl Collector for RunqCollector {
             Some(&Unit::Seconds),
             MetricType::Histogram,
         )?;
-        let sum = ns_to_seconds(u128::from(h.sum_ns));
-        m.encode_histogram::<NoLabelSet>(sum, h.count, &seconds_buckets(&h.buckets), None)
+        for (labels, h) in &series {
+            let sum = ns_to_seconds(u128::from(h.sum_ns));
+            m.encode_family(labels)?.encode_histogram::<NoLabelSet>(
+                sum,
+                h.count,
+                &seconds_buckets(&h.buckets),
+                None,
+            )?;
+        }
+        Ok(())
     }
+}
+
+fn add(into: &mut RunqHist, h: &RunqHist) {
+    *into = sched_cgroups::sum([*into, *h].iter());
 }
 
 #[cfg(test)]
