@@ -33,14 +33,17 @@ enum Config {
     /// `agent attach --pid` on another (sleeping) process: the loop is not the
     /// target, so this is what attach mode costs everyone else.
     AttachOther,
+    /// Node mode with container labels on: what attribution adds.
+    Containers,
 }
 
-const CONFIGS: [Config; 5] = [
+const CONFIGS: [Config; 6] = [
     Config::Baseline,
     Config::Floor,
     Config::Agent,
     Config::Bpftrace,
     Config::AttachOther,
+    Config::Containers,
 ];
 
 impl Config {
@@ -51,6 +54,7 @@ impl Config {
             Config::Agent => "agent",
             Config::Bpftrace => "bpftrace",
             Config::AttachOther => "attach-other",
+            Config::Containers => "containers",
         }
     }
 }
@@ -191,6 +195,27 @@ fn attach(config: Config, agent: &Path) -> Result<Option<Attached>> {
         Config::Agent => {
             // --strict: fail rather than measure an agent whose probe did not attach.
             let (p, addr) = start_agent(agent, &["run", "--strict"])?;
+            Attached {
+                process: p,
+                metrics: Some(addr),
+                _target: None,
+            }
+        }
+        Config::Containers => {
+            // An empty kubelet log tree: labels on without a warning; the
+            // loop runs on the host, so its records resolve to the host.
+            let logs = std::env::temp_dir().join("ebpf-agent-bench-logs");
+            std::fs::create_dir_all(logs.join("pods"))?;
+            let logs = logs.to_string_lossy().into_owned();
+            let args = [
+                "run",
+                "--strict",
+                "--container-labels",
+                "on",
+                "--pod-logs",
+                &logs,
+            ];
+            let (p, addr) = start_agent(agent, &args)?;
             Attached {
                 process: p,
                 metrics: Some(addr),
@@ -415,6 +440,11 @@ fn print_report(args: &BenchArgs, cpu: usize, results: &[Vec<Measurement>]) {
         agent,
         added(Config::Floor),
         TARGET_VS_FLOOR,
+    );
+    println!(
+        "  {:<30} {:>+6.1} ns  (no target: measured, reported)",
+        "container labels over agent",
+        added(Config::Containers) - agent
     );
     let other = added(Config::AttachOther) - added(Config::Floor);
     println!(
