@@ -73,6 +73,11 @@ impl SyscallAggregate {
         }
     }
 
+    /// Changes the budget for numbers not seen yet; series already kept stay.
+    pub fn set_budget(&mut self, sparse_budget: usize) {
+        self.sparse_budget = sparse_budget;
+    }
+
     #[inline]
     pub fn record(&mut self, rec: &SyscallRecord) {
         let precision = self.precision;
@@ -179,6 +184,23 @@ mod tests {
                 .sum::<u64>(),
             6
         );
+    }
+
+    #[test]
+    fn a_new_budget_applies_to_new_numbers_only() {
+        let mut a = SyscallAggregate::new(2, 2);
+        for id in [5000, 6000] {
+            a.record(&rec(id, 1, 0));
+        }
+        a.set_budget(1);
+        a.record(&rec(5000, 1, 0)); // kept: never demoted
+        a.record(&rec(7000, 1, 0)); // folded: over the new budget
+        a.set_budget(4);
+        a.record(&rec(8000, 1, 0)); // room again
+        let keys: Vec<_> = a.series().into_iter().map(|(k, _)| k).collect();
+        use SyscallKey::{Id, Other};
+        assert_eq!(keys, [Id(5000), Id(6000), Id(8000), Other]);
+        assert_eq!(a.folded_events(), 1);
     }
 
     #[test]
