@@ -80,6 +80,9 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub collectors: crate::collectors::CollectorArgs,
+
+    #[command(flatten)]
+    pub config: crate::config::ConfigArgs,
 }
 
 impl Default for RunArgs {

@@ -2,19 +2,21 @@
 //! signal, then detach everything and exit.
 
 use crate::bpf;
-use crate::cli::RunArgs;
-use crate::{collectors, export, probes, shutdown, target, tracefs};
+use crate::config::Loaded;
+use crate::{collectors, export, probes, reload, shutdown, target, tracefs};
 use anyhow::Result;
 use std::time::Duration;
 use tokio::sync::watch;
 
-pub async fn run(args: RunArgs) -> Result<()> {
+pub async fn run(config: Loaded) -> Result<()> {
     let signals = shutdown::Signals::install()?;
+    let hangup = reload::Hangup::install()?;
+    let args = config.args.clone();
     let target_tgid = match args.pid {
         Some(pid) => target::validate(&args.collectors.procfs, pid)?,
         None => 0,
     };
-    let node_registry = collectors::registry(&args.collectors, args.pid)?;
+    let (node_registry, node) = collectors::live::registry(&args.collectors, args.pid)?;
     bpf::check_privileges()?;
     // Bind first: a busy port should fail before anything touches the kernel.
     let listener = export::bind(args.listen).await?;
@@ -24,6 +26,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         kernel,
         stats,
         syscalls,
+        tcp,
         tcp_collector,
         runq,
         tasks,
@@ -43,10 +46,24 @@ pub async fn run(args: RunArgs) -> Result<()> {
         stop_rx.clone(),
     )?;
 
+    let reloads = reload::Metrics::new();
     let registries = vec![
-        export::registry(syscalls, tcp_collector, runq, stats.clone(), Some(kernel)),
+        export::registry(
+            syscalls.clone(),
+            tcp_collector,
+            runq,
+            stats.clone(),
+            Some(kernel),
+        ),
         node_registry,
+        reloads.registry(),
     ];
+    let live = reload::Live {
+        node,
+        syscalls,
+        tcp,
+    };
+    tokio::spawn(reload::run(hangup, config, live, reloads, stop_rx.clone()));
     let addr = listener.local_addr()?;
     let server = tokio::spawn(export::serve(listener, registries, stats, stop_rx));
     match target_tgid {
