@@ -20,6 +20,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Node mode (the default): trace the node and serve /metrics.
+    #[command(after_help = crate::config::HELP)]
     Run(RunArgs),
     /// Watch one process live: attach to a PID, or run a command and trace it.
     Attach(AttachArgs),

@@ -9,9 +9,10 @@ use tracing_subscriber::{EnvFilter, Registry, reload};
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {
-    /// Text (the default; may become smarter later, so scripts should say which).
+    /// Text for now; scripts that parse logs should ask for one format.
     #[default]
     Auto,
+    /// Human-readable lines, coloured only on a terminal.
     Text,
     /// One JSON object per line (for `kubectl logs` and log pipelines).
     Json,

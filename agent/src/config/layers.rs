@@ -125,6 +125,13 @@ pub fn key_names() -> Vec<String> {
     keys(&run_command()).into_iter().map(|k| k.long).collect()
 }
 
+/// Arguments one key adds to the command line, and where they came from.
+struct Layer {
+    key: usize,
+    origin: Origin,
+    args: Vec<OsString>,
+}
+
 /// Merges `argv` (the flags after `run`), `env` and the config file it
 /// names, then parses the result once.
 pub fn resolve(
@@ -137,66 +144,94 @@ pub fn resolve(
         .clone()
         .try_get_matches_from(argv)
         .map_err(|e| ConfigError(format!("flags: {}", describe(&e))))?;
-    let from_flags = |k: &Key| flags.value_source(k.id.as_str()) == Some(ValueSource::CommandLine);
-    // (key index, where it came from, the arguments it adds)
-    let mut layered: Vec<(usize, Origin, Vec<OsString>)> = Vec::new();
-    for (i, key) in keys.iter().enumerate().filter(|(_, k)| !from_flags(k)) {
-        let name = key.env_name();
-        let Some(raw) = env.get(&name) else { continue };
-        let raw = raw.map_err(|e| ConfigError(format!("environment variable {name}: {e}")))?;
-        let args = key
-            .args(&Value::Text(raw.to_string()))
-            .and_then(|args| check_alone(&cmd, &args).map(|()| args))
-            .map_err(|e| ConfigError(format!("environment variable {name}: {e}")))?;
-        layered.push((i, Origin::Env, args));
-    }
-    let config_path = config_path(&flags, env);
-    if let Some(path) = &config_path {
+    let by_flag: Vec<bool> = keys
+        .iter()
+        .map(|k| flags.value_source(k.id.as_str()) == Some(ValueSource::CommandLine))
+        .collect();
+    let mut layers = env_layers(&cmd, &keys, &by_flag, env)?;
+    if let Some(path) = config_path(&flags, env) {
+        let taken: Vec<bool> = (0..keys.len())
+            .map(|i| by_flag[i] || layers.iter().any(|l| l.key == i))
+            .collect();
         let fail = |e: String| ConfigError(format!("config file {}: {e}", path.display()));
-        let entries = file::read(path).map_err(fail)?;
-        for (name, value) in entries.0 {
-            let i = key_index(&keys, &name).map_err(fail)?;
-            let key = &keys[i];
-            if from_flags(key) || layered.iter().any(|(j, _, _)| *j == i) {
-                continue;
-            }
-            let args = key
-                .args(&value)
-                .and_then(|args| check_alone(&cmd, &args).map(|()| args))
-                .map_err(|e| fail(format!("key {name}: {e}")))?;
-            layered.push((i, Origin::File, args));
-        }
+        layers.extend(file_layers(&cmd, &keys, &taken, &path).map_err(fail)?);
     }
     let full: Vec<OsString> = argv
         .iter()
+        .chain(layers.iter().flat_map(|l| &l.args))
         .cloned()
-        .chain(layered.iter().flat_map(|(_, _, a)| a.iter().cloned()))
         .collect();
     let matches = cmd.try_get_matches_from(&full).map_err(|e| {
-        ConfigError(format!(
-            "flags, environment and config file together: {}",
-            describe(&e)
-        ))
+        let e = describe(&e);
+        ConfigError(format!("flags, environment and config file together: {e}"))
     })?;
     let args = RunArgs::from_arg_matches(&matches)
         .map_err(|e| ConfigError(format!("flags: {}", describe(&e))))?;
     let settings = keys
         .iter()
         .enumerate()
-        .map(|(i, key)| {
-            let origin = match layered.iter().find(|(j, _, _)| *j == i) {
-                Some((_, origin, _)) => *origin,
-                None if from_flags(key) => Origin::Flag,
+        .map(|(i, key)| Setting {
+            key: key.long.clone(),
+            value: raw_value(&matches, key),
+            origin: match layers.iter().find(|l| l.key == i) {
+                Some(l) => l.origin,
+                None if by_flag[i] => Origin::Flag,
                 None => Origin::Default,
-            };
-            Setting {
-                key: key.long.clone(),
-                value: raw_value(&matches, key),
-                origin,
-            }
+            },
         })
         .collect();
     Ok((args, Settings(settings), unknown_env(&keys, env)))
+}
+
+/// The `EBPF_AGENT_*` values of the keys no flag set.
+fn env_layers(
+    cmd: &Command,
+    keys: &[Key],
+    by_flag: &[bool],
+    env: &Env,
+) -> Result<Vec<Layer>, ConfigError> {
+    let mut layers = Vec::new();
+    for (i, key) in keys.iter().enumerate().filter(|(i, _)| !by_flag[*i]) {
+        let name = key.env_name();
+        let Some(raw) = env.get(&name) else { continue };
+        let args = raw
+            .and_then(|raw| key.args(&Value::Text(raw.to_string())))
+            .and_then(|args| check_alone(cmd, &args).map(|()| args))
+            .map_err(|e| ConfigError(format!("environment variable {name}: {e}")))?;
+        layers.push(Layer {
+            key: i,
+            origin: Origin::Env,
+            args,
+        });
+    }
+    Ok(layers)
+}
+
+/// The file's values of the keys not `taken` by flags or environment.
+/// Unknown and forbidden keys are errors even when taken.
+fn file_layers(
+    cmd: &Command,
+    keys: &[Key],
+    taken: &[bool],
+    path: &std::path::Path,
+) -> Result<Vec<Layer>, String> {
+    let mut layers = Vec::new();
+    for (name, value) in file::read(path)?.0 {
+        let i = key_index(keys, &name)?;
+        if taken[i] {
+            continue;
+        }
+        let args = keys[i]
+            .args(&value)
+            .and_then(|args| check_alone(cmd, &args).map(|()| args))
+            .map_err(|e| format!("key {name}: {e}"))?;
+        layers.push(Layer {
+            key: i,
+            origin: Origin::File,
+            args,
+        });
+    }
+    Ok(layers)
 }
 
 /// The config file: from the flag, else from its environment variable

@@ -6,13 +6,18 @@
 mod file;
 mod layers;
 
-pub use layers::{ENV_PREFIX, env_name, key_names};
+pub use layers::{ENV_PREFIX, env_name, key_names, run_command};
 
 use crate::cli::RunArgs;
 use crate::logging::LogFormat;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
+
+/// The end of `agent run --help`.
+pub const HELP: &str = "Every flag is also an environment variable, EBPF_AGENT_<FLAG> \
+(EBPF_AGENT_RING_BUFFER_BYTES), and a key of the --config file (ring-buffer-bytes). \
+Flags win over the environment, which wins over the file. See docs/configuration.md.";
 
 /// The configuration flags themselves (flattened into `agent run`).
 #[derive(clap::Args, Debug, Clone)]

@@ -10,26 +10,23 @@ fn load(flags: &[&str]) -> Loaded {
 }
 
 /// A value `key` accepts that differs from its default, found by trying a
-/// few: works for flags added later too.
+/// few and the flag's possible values: works for flags added later too.
 fn other_value(key: &str) -> Option<RunArgs> {
     let default = format!("{:?}", load(&[]).args);
     let empty = file("empty.yaml", "");
-    let empty = empty.to_str().unwrap();
-    let candidates = [
-        "",
-        "1",
-        "3",
-        "4096",
-        "127.0.0.1:1",
-        "tcp",
-        "cpu",
-        "json",
-        "debug",
-        "^x$",
-        empty,
-    ];
+    let mut candidates: Vec<String> = ["", "1", "3", "4096", "127.0.0.1:1", "cpu", "debug", "^x$"]
+        .map(String::from)
+        .into();
+    candidates.push(empty.to_str().unwrap().to_string());
+    let cmd = config::run_command();
+    let arg = cmd.get_arguments().find(|a| a.get_long() == Some(key))?;
+    candidates.extend(
+        arg.get_possible_values()
+            .iter()
+            .map(|p| p.get_name().to_string()),
+    );
     candidates.iter().find_map(|v| {
-        let flag = match *v {
+        let flag = match v.as_str() {
             "" => format!("--{key}"),
             v => format!("--{key}={v}"),
         };
