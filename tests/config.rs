@@ -375,6 +375,8 @@ fn a_bad_reload_keeps_the_running_config_and_counts_a_failure() {
         )
         .unwrap();
     assert!(after > before, "{before} -> {after}");
+    // The reload metrics pass promtool and the strict OpenMetrics parser.
+    agent.check_exposition_with_peers();
 }
 
 #[test]
