@@ -57,6 +57,9 @@ impl Invocation {
 pub async fn run(invocation: Invocation) -> anyhow::Result<()> {
     match invocation {
         Invocation::Node(config) => {
+            if let Some(file) = config.file() {
+                tracing::info!("configuration: flags, EBPF_AGENT_* environment and {file}");
+            }
             for w in &config.warnings {
                 tracing::warn!("{w}");
             }

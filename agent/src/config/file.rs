@@ -94,6 +94,8 @@ fn toml_value(v: toml::Value) -> Result<Value, String> {
     }
 }
 
+const TAGGED: &str = "expected a plain value, got a tagged one (`!tag`): remove the tag";
+
 fn yaml_entries(text: &str) -> Result<Raw, String> {
     use serde_yaml_ng::Value as Y;
     let doc: Y = serde_yaml_ng::from_str(text).map_err(|e| format!("invalid YAML: {e}"))?;
@@ -119,9 +121,8 @@ fn yaml_value(v: serde_yaml_ng::Value) -> Result<Value, String> {
         Y::Bool(b) => Ok(b.to_string()),
         Y::Null => Err("expected a string, number or boolean, got nothing (null)".to_string()),
         Y::Sequence(_) => Err("expected a string, number or boolean, got a list".to_string()),
-        Y::Mapping(_) | Y::Tagged(_) => {
-            Err("expected a string, number or boolean, got a mapping".to_string())
-        }
+        Y::Mapping(_) => Err("expected a string, number or boolean, got a mapping".to_string()),
+        Y::Tagged(_) => Err(TAGGED.to_string()),
     };
     match v {
         Y::Bool(b) => Ok(Value::Bool(b)),
@@ -131,7 +132,8 @@ fn yaml_value(v: serde_yaml_ng::Value) -> Result<Value, String> {
             .map(|i| item(i).map_err(|e| format!("list items: {e}")))
             .collect::<Result<_, _>>()
             .map(Value::List),
-        Y::Mapping(_) | Y::Tagged(_) => Err(format!("expected a value, got a mapping: {FLAT}")),
+        Y::Mapping(_) => Err(format!("expected a value, got a mapping: {FLAT}")),
+        Y::Tagged(_) => Err(TAGGED.to_string()),
         other => item(other).map(Value::Text),
     }
 }
@@ -198,6 +200,8 @@ mod tests {
         assert!(e.starts_with("key listen: has no value"), "{e}");
         let e = parse("probes: [[tcp]]\n", Format::Yaml).unwrap_err();
         assert!(e.contains("key probes: list items"), "{e}");
+        let e = parse("listen: !addr 127.0.0.1:1\n", Format::Yaml).unwrap_err();
+        assert!(e.contains("key listen: expected a plain value"), "{e}");
         let e = parse("- listen\n", Format::Yaml).unwrap_err();
         assert!(e.contains("top level must be a mapping"), "{e}");
     }
