@@ -27,6 +27,7 @@ fn local_addr() -> SocketAddr {
 fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(agent_bin());
     cmd.arg("run").args(args).env_remove("RUST_LOG");
+    isolate(&mut cmd);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -49,6 +50,16 @@ fn start(cmd: Command, addr: SocketAddr) -> Agent {
     agent
 }
 
+/// Drops EBPF_AGENT_* variables this test process inherited: each test
+/// sets exactly the ones it means.
+fn isolate(cmd: &mut Command) {
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("EBPF_AGENT_") {
+            cmd.env_remove(k);
+        }
+    }
+}
+
 /// Runs the agent to completion (10 s limit).
 fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new("timeout");
@@ -57,6 +68,7 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
         .arg("run")
         .args(args)
         .env_remove("RUST_LOG");
+    isolate(&mut cmd);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -259,11 +271,14 @@ fn sighup_turns_a_collector_off_and_keeps_ebpf_counts() {
     let agent = start(command(&["--config", config_str], &[]), addr);
     const EBADF: &[(&str, &str)] = &[("syscall", "fchdir"), ("errno", "EBADF")];
     let errors = |e: &Exposition| e.value("ebpf_agent_syscall_errors_total", EBADF);
+    let calls = |e: &Exposition| e.value("ebpf_agent_syscalls_total", &[("syscall", "fchdir")]);
     // fchdir(-1) is called by nothing else, so its count is exact.
-    let base = errors(&agent.scrape());
+    let e = agent.scrape();
+    let (base, base_calls) = (errors(&e), calls(&e));
     Workload::start(&["syscalls", "0", "3000"]).go();
     let e = agent.scrape_until(Duration::from_secs(10), |e| errors(e) >= base + 3000.0);
     assert_eq!(errors(&e), base + 3000.0);
+    assert_eq!(calls(&e), base_calls + 3000.0);
     assert!(
         e.get("node_cpu_seconds_total", &[("cpu", "0"), ("mode", "idle")])
             .is_some()
@@ -310,6 +325,7 @@ fn sighup_turns_a_collector_off_and_keeps_ebpf_counts() {
     Workload::start(&["syscalls", "0", "500"]).go();
     let e = agent.scrape_until(Duration::from_secs(10), |e| errors(e) >= base + 3500.0);
     assert_eq!(errors(&e), base + 3500.0);
+    assert_eq!(calls(&e), base_calls + 3500.0);
     // log-level applied live: the shutdown's debug line now shows.
     let mut agent = agent;
     agent.stop_with(libc::SIGTERM);
