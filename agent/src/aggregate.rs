@@ -75,6 +75,11 @@ impl SyscallAggregate {
         }
     }
 
+    /// Changes the budget for numbers not seen yet; series already kept stay.
+    pub fn set_budget(&mut self, sparse_budget: usize) {
+        self.sparse_budget = sparse_budget;
+    }
+
     #[inline]
     pub fn record(&mut self, rec: &SyscallRecord) {
         let precision = self.precision;
@@ -200,6 +205,13 @@ impl SyscallsBySlot {
             .record(rec);
     }
 
+    /// A new unknown-syscall budget for every slot (new series only).
+    pub fn set_budget(&mut self, budget: usize) {
+        for (_, a) in self.items.iter_mut().flatten() {
+            a.set_budget(budget);
+        }
+    }
+
     /// Events folded into syscall="other", over every slot.
     pub fn folded_events(&self) -> u64 {
         self.iter().map(|(_, a)| a.folded_events()).sum()
@@ -283,6 +295,23 @@ mod tests {
         s.record(reused, &rec(110, 1, 0));
         assert_eq!(s.get(reused).unwrap().get(110).unwrap().latency.count(), 1);
         assert!(s.get(c).is_none());
+    }
+
+    #[test]
+    fn a_new_budget_applies_to_new_numbers_only() {
+        let mut a = SyscallAggregate::new(2, 2);
+        for id in [5000, 6000] {
+            a.record(&rec(id, 1, 0));
+        }
+        a.set_budget(1);
+        a.record(&rec(5000, 1, 0)); // kept: never demoted
+        a.record(&rec(7000, 1, 0)); // folded: over the new budget
+        a.set_budget(4);
+        a.record(&rec(8000, 1, 0)); // room again
+        let keys: Vec<_> = a.series().into_iter().map(|(k, _)| k).collect();
+        use SyscallKey::{Id, Other};
+        assert_eq!(keys, [Id(5000), Id(6000), Id(8000), Other]);
+        assert_eq!(a.folded_events(), 1);
     }
 
     #[test]

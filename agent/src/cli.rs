@@ -20,6 +20,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Node mode (the default): trace the node and serve /metrics.
+    #[command(after_help = crate::config::HELP)]
     Run(RunArgs),
     /// Watch one process live: attach to a PID, or run a command and trace it.
     Attach(AttachArgs),
@@ -82,7 +83,10 @@ pub struct RunArgs {
     pub collectors: crate::collectors::CollectorArgs,
 
     #[command(flatten)]
-    pub containers: crate::k8s::args::ContainerArgs,
+    pub containers: Box<crate::k8s::args::ContainerArgs>,
+
+    #[command(flatten)]
+    pub config: crate::config::ConfigArgs,
 }
 
 impl Default for RunArgs {

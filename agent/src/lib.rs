@@ -7,6 +7,7 @@ pub mod bpf;
 pub mod btf;
 pub mod cli;
 pub mod collectors;
+pub mod config;
 mod errno_table;
 pub mod export;
 pub mod exposition;
@@ -16,6 +17,7 @@ pub mod logging;
 pub mod names;
 pub mod node;
 pub mod probes;
+pub mod reload;
 pub mod shutdown;
 pub mod stats;
 mod syscall_table;
@@ -25,12 +27,46 @@ pub mod tracefs;
 
 use cli::{Cli, Command};
 
+/// The command the user chose, node mode's configuration already merged
+/// from flags, environment and config file.
+pub enum Invocation {
+    Node(Box<config::Loaded>),
+    Attach(cli::AttachArgs),
+    BenchFloor { classic: bool, sched: bool },
+}
+
+impl Invocation {
+    /// `run_argv`: the arguments after `agent run` (none for a bare `agent`).
+    pub fn new(
+        cli: Cli,
+        run_argv: Vec<std::ffi::OsString>,
+        env: config::Env,
+    ) -> Result<Invocation, config::ConfigError> {
+        Ok(match cli.command {
+            None | Some(Command::Run(_)) => {
+                Invocation::Node(Box::new(config::load(run_argv, env)?))
+            }
+            Some(Command::Attach(args)) => Invocation::Attach(args),
+            Some(Command::BenchFloor { classic, sched }) => {
+                Invocation::BenchFloor { classic, sched }
+            }
+        })
+    }
+}
+
 /// Runs the command the user chose.
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        None => node::run(cli::RunArgs::default()).await,
-        Some(Command::Run(args)) => node::run(args).await,
-        Some(Command::Attach(args)) => attach::run(args).await,
-        Some(Command::BenchFloor { classic, sched }) => node::bench_floor(classic, sched).await,
+pub async fn run(invocation: Invocation) -> anyhow::Result<()> {
+    match invocation {
+        Invocation::Node(config) => {
+            if let Some(file) = config.file() {
+                tracing::info!("configuration: flags, EBPF_AGENT_* environment and {file}");
+            }
+            for w in &config.warnings {
+                tracing::warn!("{w}");
+            }
+            node::run(*config).await
+        }
+        Invocation::Attach(args) => attach::run(args).await,
+        Invocation::BenchFloor { classic, sched } => node::bench_floor(classic, sched).await,
     }
 }

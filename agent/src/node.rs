@@ -2,20 +2,22 @@
 //! signal, then detach everything and exit.
 
 use crate::bpf;
-use crate::cli::RunArgs;
-use crate::{collectors, export, k8s, probes, shutdown, target, tracefs};
+use crate::config::Loaded;
+use crate::{collectors, export, k8s, probes, reload, shutdown, target, tracefs};
 use anyhow::Result;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-pub async fn run(args: RunArgs) -> Result<()> {
+pub async fn run(config: Loaded) -> Result<()> {
     let signals = shutdown::Signals::install()?;
+    let hangup = reload::Hangup::install()?;
+    let args = config.args.clone();
     let target_tgid = match args.pid {
         Some(pid) => target::validate(&args.collectors.procfs, pid)?,
         None => 0,
     };
-    let node_registry = collectors::registry(&args.collectors, args.pid)?;
+    let (node_registry, node) = collectors::live::registry(&args.collectors, args.pid)?;
     let attribution = args
         .containers
         .resolve(&args.collectors.sysfs, &args.collectors.rootfs)?
@@ -29,6 +31,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         kernel,
         stats,
         syscalls,
+        tcp,
         tcp_collector,
         runq,
         tasks,
@@ -49,9 +52,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
         stop_rx.clone(),
     )?;
 
+    let reloads = reload::Metrics::new();
     let registries = vec![
         export::registry(
-            syscalls,
+            syscalls.clone(),
             attribution.as_ref().map(|(_, a)| a.clone()),
             tcp_collector,
             runq,
@@ -59,10 +63,17 @@ pub async fn run(args: RunArgs) -> Result<()> {
             Some(kernel),
         ),
         node_registry,
+        reloads.registry(),
     ];
     if let Some((retention, a)) = attribution {
         k8s::spawn_housekeeping(a, retention, stop_rx.clone());
     }
+    let live = reload::Live {
+        node,
+        syscalls,
+        tcp,
+    };
+    tokio::spawn(reload::run(hangup, config, live, reloads, stop_rx.clone()));
     let addr = listener.local_addr()?;
     let server = tokio::spawn(export::serve(listener, registries, stats, stop_rx));
     match target_tgid {

@@ -123,6 +123,11 @@ impl TcpAggregate {
         }
     }
 
+    /// Changes the budget for destinations not seen yet; admitted ones stay.
+    pub fn set_budget(&mut self, budget: usize) {
+        self.budget = budget;
+    }
+
     pub fn record(&mut self, ev: &ConnectEvent, slot: Slot) {
         let outcome = Outcome::of(ev);
         let stats = self.by_slot.entry(slot, || ConnectStats::new(0));
@@ -131,7 +136,10 @@ impl TcpAggregate {
         }
         *stats.outcomes.entry(outcome).or_default() += 1;
         let mut dest = destination(ev);
-        if !self.destinations.contains_key(&dest) && self.destinations.len() >= self.budget {
+        // "other" itself takes no place in the budget (it may be raised later).
+        let admitted =
+            self.destinations.len() - usize::from(self.destinations.contains_key("other"));
+        if !self.destinations.contains_key(&dest) && admitted >= self.budget {
             self.folded += 1;
             dest = "other".into();
         }
@@ -342,5 +350,21 @@ mod tests {
         assert_eq!(a.folded(), 3);
         assert_eq!(a.count(Outcome::Success), 6);
         assert_eq!(a.host().latency.count(), 6, "only successes are latencies");
+    }
+
+    #[test]
+    fn a_raised_budget_admits_new_destinations_and_keeps_the_old() {
+        let mut a = TcpAggregate::new(2, 1);
+        for port in [1, 2] {
+            a.record(
+                &ev(TCP_ESTABLISHED, 0, v4([127, 0, 0, 1]), port),
+                Slot::HOST,
+            );
+        }
+        a.set_budget(2);
+        a.record(&ev(TCP_ESTABLISHED, 0, v4([127, 0, 0, 1]), 3), Slot::HOST);
+        let dests: Vec<&str> = a.by_destination().iter().map(|d| d.0).collect();
+        assert_eq!(dests, ["127.0.0.1:1", "127.0.0.1:3", "other"]);
+        assert_eq!(a.folded(), 1);
     }
 }

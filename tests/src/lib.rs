@@ -152,11 +152,14 @@ impl Agent {
     }
 
     /// Spawns any agent command line, capturing stderr for failure messages.
+    /// RUST_LOG is `info` unless `cmd` sets or removes it.
     pub fn spawn(mut cmd: Command, addr: SocketAddr) -> Agent {
+        if !cmd.get_envs().any(|(k, _)| k == "RUST_LOG") {
+            cmd.env("RUST_LOG", "info");
+        }
         let mut child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .env("RUST_LOG", "info")
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
         let stderr = Arc::new(Mutex::new(String::new()));

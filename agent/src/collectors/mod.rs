@@ -11,6 +11,7 @@ pub mod cpu;
 pub mod diskstats;
 pub mod family;
 pub mod filesystem;
+pub mod live;
 pub mod loadavg;
 pub mod meminfo;
 pub mod monotonic;
@@ -209,18 +210,9 @@ pub trait Source: Send + Sync + std::fmt::Debug {
 
 /// The node collectors' registry. Unprefixed: node_* and process_* names are
 /// node_exporter's and the client libraries', so existing dashboards work.
+/// [`live::registry`] also returns the handle that changes the set later.
 pub fn registry(args: &CollectorArgs, target_pid: Option<u32>) -> Result<Registry> {
-    let enabled = args.enabled();
-    if !enabled.is_empty() {
-        check_procfs(&args.procfs)?;
-    }
-    let sources = enabled
-        .into_iter()
-        .map(|name| Entry::new(name, source(name, args, target_pid)))
-        .collect();
-    let mut r = Registry::default();
-    r.register_collector(Box::new(NodeCollectors { sources }));
-    Ok(r)
+    live::registry(args, target_pid).map(|(r, _)| r)
 }
 
 fn check_procfs(procfs: &Path) -> Result<()> {
@@ -319,7 +311,7 @@ impl Entry {
 
 #[derive(Debug)]
 struct NodeCollectors {
-    sources: Vec<Entry>,
+    sources: Vec<std::sync::Arc<Entry>>,
 }
 
 impl Collector for NodeCollectors {
@@ -506,11 +498,12 @@ mod tests {
     fn a_failing_collector_reports_success_0_and_the_scrape_goes_on() {
         let collectors = NodeCollectors {
             sources: vec![
-                Entry::new(CollectorName::Vmstat, Box::new(Broken)),
+                Entry::new(CollectorName::Vmstat, Box::new(Broken)).into(),
                 Entry::new(
                     CollectorName::Loadavg,
                     Box::new(loadavg::Loadavg::new(Path::new("/proc"))),
-                ),
+                )
+                .into(),
             ],
         };
         let mut r = Registry::default();

@@ -1,0 +1,237 @@
+//! SIGHUP: re-read the config file (flags and environment stay as at start),
+//! apply what can change live, and warn about the rest. A bad file changes
+//! nothing. Nothing is rebuilt that did not change: the eBPF aggregates keep
+//! their counts, unaffected collectors keep their state.
+
+use crate::aggregate::SyscallsBySlot;
+use crate::cli::RunArgs;
+use crate::collectors::live::NodeSet;
+use crate::config::{Change, Loaded, Settings};
+use crate::tcp::TcpAggregate;
+use anyhow::{Context, Result};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::watch;
+
+/// The keys a reload applies. Every other key, including any flag added
+/// later, needs a restart: making a key live takes code in [`take_live`].
+pub const LIVE_KEYS: [&str; 12] = [
+    "collectors",
+    "no-collector",
+    "netdev-virtual",
+    "netdev-exclude",
+    "diskstats-exclude",
+    "filesystem-mount-exclude",
+    "filesystem-type-exclude",
+    "filesystem-timeout-ms",
+    "vmstat-fields",
+    "unknown-syscall-budget",
+    "tcp-destination-budget",
+    "log-level",
+];
+
+pub fn is_live(key: &str) -> bool {
+    LIVE_KEYS.contains(&key)
+}
+
+/// Copies the live keys' values from `new` into `running`.
+fn take_live(running: &mut RunArgs, new: &RunArgs) {
+    let (to, from) = (&mut running.collectors, &new.collectors);
+    to.collectors = from.collectors.clone();
+    to.no_collector = from.no_collector.clone();
+    let (to, from) = (&mut to.options, &from.options);
+    to.netdev_virtual = from.netdev_virtual;
+    to.netdev_exclude = from.netdev_exclude.clone();
+    to.diskstats_exclude = from.diskstats_exclude.clone();
+    to.filesystem_mount_exclude = from.filesystem_mount_exclude.clone();
+    to.filesystem_type_exclude = from.filesystem_type_exclude.clone();
+    to.filesystem_timeout_ms = from.filesystem_timeout_ms;
+    to.vmstat_fields = from.vmstat_fields.clone();
+    running.unknown_syscall_budget = new.unknown_syscall_budget;
+    running.tcp_destination_budget = new.tcp_destination_budget;
+    running.config.log_level = new.config.log_level.clone();
+}
+
+/// Until the handler below is installed, SIGHUP's default action would kill
+/// the agent: ignore it from the very start of node mode.
+pub fn ignore_hangup() {
+    // SAFETY: setting a signal disposition; no handler code runs.
+    unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
+}
+
+/// The SIGHUP stream (installing it replaces the ignore above).
+pub struct Hangup(Signal);
+
+impl Hangup {
+    /// Needs a running tokio runtime.
+    pub fn install() -> Result<Hangup> {
+        Ok(Hangup(
+            signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+        ))
+    }
+}
+
+/// What a reload can change in the running agent.
+pub struct Live {
+    pub node: NodeSet,
+    pub syscalls: Arc<Mutex<SyscallsBySlot>>,
+    pub tcp: Arc<Mutex<TcpAggregate>>,
+}
+
+/// `ebpf_agent_config_*`, as Prometheus exports about its own config.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    reloads: Family<[(&'static str, &'static str); 1], Counter>,
+    last_successful: Gauge,
+    last_success_time: Gauge<f64, AtomicU64>,
+}
+
+impl Metrics {
+    /// The start-up load counts as the first successful one.
+    pub fn new() -> Arc<Metrics> {
+        let m = Metrics::default();
+        for result in ["success", "failure"] {
+            let _ = m.reloads.get_or_create(&[("result", result)]);
+        }
+        m.last_successful.set(1);
+        m.last_success_time.set(now());
+        Arc::new(m)
+    }
+
+    pub fn registry(&self) -> Registry {
+        let mut r = Registry::with_prefix(crate::export::PREFIX);
+        r.register(
+            "config_reloads",
+            "Config reloads (SIGHUP), by result",
+            self.reloads.clone(),
+        );
+        r.register(
+            "config_last_reload_successful",
+            "Whether the last config reload succeeded (1) or was rejected (0)",
+            self.last_successful.clone(),
+        );
+        r.register_with_unit(
+            "config_last_reload_success_timestamp",
+            "When the configuration was last loaded successfully (start-up or reload)",
+            Unit::Seconds,
+            self.last_success_time.clone(),
+        );
+        r
+    }
+
+    fn record(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.reloads.get_or_create(&[("result", result)]).inc();
+        self.last_successful.set(i64::from(ok));
+        if ok {
+            self.last_success_time.set(now());
+        }
+    }
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Reloads on every SIGHUP until `stop` flips.
+pub async fn run(
+    mut hangup: Hangup,
+    mut running: Loaded,
+    mut live: Live,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = hangup.0.recv() => {}
+            _ = stop.wait_for(|&s| s) => return,
+        }
+        let what = running.file().map_or(
+            "no config file (--config): flags and environment are as at start".into(),
+            |f| format!("re-reading {f}"),
+        );
+        tracing::info!("SIGHUP: reloading the configuration: {what}");
+        let result = running
+            .reload()
+            .map_err(|e| e.to_string())
+            .and_then(|new| apply(&mut running, new, &mut live));
+        match &result {
+            Ok(()) => {}
+            Err(e) => {
+                tracing::error!("config reload failed, keeping the running configuration: {e}")
+            }
+        }
+        metrics.record(result.is_ok());
+    }
+}
+
+/// Applies `new`'s live changes, warns about the others, and records what
+/// now runs in `running`. On error nothing has changed.
+fn apply(running: &mut Loaded, new: Loaded, live: &mut Live) -> Result<(), String> {
+    let changes = running.settings.changes(&new.settings);
+    let (now, later): (Vec<Change>, Vec<Change>) =
+        changes.into_iter().partition(|c| is_live(&c.key));
+    let mut args = running.args.clone();
+    take_live(&mut args, &new.args);
+    // The one step that can fail goes first, so a failure changes nothing.
+    let collectors = live
+        .node
+        .reconfigure(&args.collectors)
+        .map_err(|e| format!("{e:#}"))?;
+    lock(&live.syscalls).set_budget(args.unknown_syscall_budget);
+    lock(&live.tcp).set_budget(args.tcp_destination_budget);
+    if now.iter().any(|c| c.key == "log-level")
+        && let Err(e) = crate::logging::set_level(&args.config.log_level)
+    {
+        tracing::warn!("log-level not changed: {e}");
+    }
+    for c in &now {
+        tracing::info!("{} changed from {} to {}", c.key, c.from, c.to);
+    }
+    for c in collectors {
+        tracing::info!("{c}");
+    }
+    for c in &later {
+        tracing::warn!(
+            "{} changed from {} to {}: takes effect after a restart",
+            c.key,
+            c.from,
+            c.to
+        );
+    }
+    tracing::info!(
+        "configuration reloaded: {} change(s) applied, {} waiting for a restart",
+        now.len(),
+        later.len()
+    );
+    running.settings = merged(&running.settings, &new.settings);
+    running.args = args;
+    Ok(())
+}
+
+/// The settings now in force: live keys from `new`, the rest as they were.
+fn merged(old: &Settings, new: &Settings) -> Settings {
+    Settings(
+        new.0
+            .iter()
+            .map(|n| match old.get(&n.key) {
+                Some(o) if !is_live(&n.key) => o.clone(),
+                _ => n.clone(),
+            })
+            .collect(),
+    )
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests;
