@@ -14,6 +14,7 @@ pub mod histogram;
 pub mod logging;
 pub mod names;
 pub mod node;
+pub mod privileges;
 pub mod probes;
 pub mod shutdown;
 pub mod stats;

@@ -15,7 +15,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         None => 0,
     };
     let node_registry = collectors::registry(&args.collectors, args.pid)?;
-    bpf::check_privileges()?;
+    bpf::check_privileges(args.probes.iter().any(|p| p == "tcp"))?;
     // Bind first: a busy port should fail before anything touches the kernel.
     let listener = export::bind(args.listen).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -42,10 +42,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
         },
         stop_rx.clone(),
     )?;
+    crate::privileges::drop_after_attach(&args.keep_capabilities)?;
 
     let registries = vec![
         export::registry(syscalls, tcp_collector, runq, stats.clone(), Some(kernel)),
         node_registry,
+        crate::privileges::registry(),
     ];
     let addr = listener.local_addr()?;
     let server = tokio::spawn(export::serve(listener, registries, stats, stop_rx));

@@ -1,0 +1,442 @@
+//! Least privilege: which capabilities loading the probes needs, a clear error
+//! naming the missing ones, and dropping them all once the probes are attached.
+//!
+//! The kernel checks CAP_BPF and CAP_PERFMON when programs and maps are
+//! created and attached, not when an open map, ring buffer or program fd is
+//! used later (kernel >= 5.19; see [`bpf_needed_after_attach`]). So after
+//! attach the agent runs with no capabilities: a compromised agent cannot
+//! load programs or read kernel memory. See docs/kubernetes.md for the table.
+
+use anyhow::{Context, Result, bail};
+use caps::{CapSet, Capability, CapsHashSet};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use std::path::Path;
+
+/// One `--keep-capabilities` item: a capability name (`bpf`, `CAP_BPF`) or
+/// `none`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keep(Option<Capability>);
+
+/// Clap value parser for `--keep-capabilities`.
+pub fn parse_keep(s: &str) -> Result<Keep, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(Keep(None));
+    }
+    caps::to_canonical(s).parse().map(|c| Keep(Some(c))).map_err(|_| {
+        format!("`{s}` is not a capability name; use names like bpf,perfmon (see capabilities(7)) or none")
+    })
+}
+
+/// The capabilities to keep, from the flag's items (`none` keeps nothing).
+fn kept(items: &[Keep]) -> CapsHashSet {
+    items.iter().filter_map(|k| k.0).collect()
+}
+
+/// What loading and attaching the probes needs that the process lacks.
+/// CAP_SYS_ADMIN alone also works (kernels before 5.8 have nothing finer).
+/// A non-root user also needs CAP_DAC_READ_SEARCH for the TCP probe: it reads
+/// tracepoint formats and ids from tracefs, which is root's and mode 0700.
+pub fn missing(
+    effective: &CapsHashSet,
+    euid: u32,
+    tracefs_readable: bool,
+    tcp: bool,
+) -> Vec<Capability> {
+    let mut missing = Vec::new();
+    if !effective.contains(&Capability::CAP_SYS_ADMIN) {
+        for cap in [Capability::CAP_BPF, Capability::CAP_PERFMON] {
+            if !effective.contains(&cap) {
+                missing.push(cap);
+            }
+        }
+    }
+    let dac = [
+        Capability::CAP_DAC_READ_SEARCH,
+        Capability::CAP_DAC_OVERRIDE,
+    ];
+    if tcp && euid != 0 && !tracefs_readable && !dac.iter().any(|c| effective.contains(c)) {
+        missing.push(Capability::CAP_DAC_READ_SEARCH);
+    }
+    missing
+}
+
+/// Fails early with one line naming exactly the missing capabilities, rather
+/// than with EPERM from deep in aya. `tcp`: whether the TCP probe will run.
+pub fn check(tcp: bool) -> Result<()> {
+    let effective = caps::read(None, CapSet::Effective).context("reading our capabilities")?;
+    // SAFETY: geteuid cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    let tracefs_readable = crate::tracefs::CANDIDATES
+        .iter()
+        .any(|root| Path::new(root).join("events").is_dir());
+    let missing = missing(&effective, euid, tracefs_readable, tcp);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    // In the order of `missing`: what every probe needs first.
+    let list = missing
+        .iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let dac_hint = match missing.contains(&Capability::CAP_DAC_READ_SEARCH) {
+        true => {
+            " (CAP_DAC_READ_SEARCH because a non-root user cannot read tracefs, which the \
+                  tcp probe needs; or leave tcp out of --probes)"
+        }
+        false => "",
+    };
+    bail!(
+        "the agent lacks capabilities it needs to load its eBPF probes: {list}{dac_hint}. Run it \
+         as root (sudo), or grant these (docs/kubernetes.md lists them); effective capabilities \
+         now: {}",
+        or_none(&effective)
+    )
+}
+
+/// Sorted, comma-separated capability names.
+fn names(caps: impl Iterator<Item = Capability>) -> String {
+    let mut v: Vec<Capability> = caps.collect();
+    v.sort_by_key(|c| c.index());
+    v.iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Before 5.19, with `kernel.unprivileged_bpf_disabled` set (the usual
+/// default), every bpf() command needed CAP_BPF, even reading a map the
+/// process already holds; 5.19 limited that to creating maps and programs.
+pub fn bpf_needed_after_attach(release: &str, unprivileged_bpf_disabled: &str) -> bool {
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    version < (5, 19) && unprivileged_bpf_disabled.trim() != "0"
+}
+
+/// Drops every capability not in `keep` from the effective, permitted,
+/// inheritable and ambient sets (and the bounding set, when CAP_SETPCAP
+/// allows), and sets no_new_privs so nothing executed later regains any.
+/// Call it once every probe is attached.
+pub fn drop_after_attach(keep: &[Keep]) -> Result<()> {
+    let mut kept = kept(keep);
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let unpriv = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled")
+        .unwrap_or_else(|_| "1".into());
+    if bpf_needed_after_attach(&release, &unpriv) && kept.insert(Capability::CAP_BPF) {
+        tracing::warn!(
+            kernel = release.trim(),
+            "keeping CAP_BPF: before Linux 5.19 reading the probes' maps needs it while \
+             kernel.unprivileged_bpf_disabled is set"
+        );
+    }
+    let permitted = caps::read(None, CapSet::Permitted).context("reading our capabilities")?;
+    let keep_now: CapsHashSet = permitted.intersection(&kept).copied().collect();
+    let mask = keep_now.iter().map(|c| c.bitmask()).sum();
+    every_thread::drop_to(mask)?;
+    let dropped: CapsHashSet = permitted.difference(&keep_now).copied().collect();
+    tracing::info!(
+        dropped = %or_none(&dropped),
+        kept = %or_none(&keep_now),
+        "probes attached: dropped capabilities on every thread, no_new_privs set"
+    );
+    Ok(())
+}
+
+/// Capabilities belong to each thread, not to the process, and the agent's
+/// threads (runtime workers, the syscall flusher) exist before the drop. So,
+/// like libpsx or Go's AllThreadsSyscall, every other thread is signalled to
+/// drop its own in a handler that makes only raw syscalls
+/// (async-signal-safe; the `caps` crate allocates, so it cannot be used there),
+/// and /proc/self/task is checked until no thread holds more than asked.
+mod every_thread {
+    use anyhow::{Result, bail};
+    use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering::SeqCst};
+    use std::time::{Duration, Instant};
+
+    /// Capabilities to keep (bit n = capability n), read by the handler.
+    static KEEP: AtomicU64 = AtomicU64::new(0);
+    /// Handlers that finished, and the errno of the first that failed.
+    static DONE: AtomicUsize = AtomicUsize::new(0);
+    static FAILED_ERRNO: AtomicI32 = AtomicI32::new(0);
+
+    const CAPSET_V3: u32 = 0x2008_0522;
+    const CAP_SETPCAP: u32 = 8;
+    /// The highest capability number to drop from the bounding set; the
+    /// kernel rejects higher ones with EINVAL, which is skipped.
+    const LAST_CAP: u32 = 63;
+
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+
+    fn signal() -> libc::c_int {
+        libc::SIGRTMIN() + 1
+    }
+
+    pub fn drop_to(keep: u64) -> Result<()> {
+        KEEP.store(keep, SeqCst);
+        install_handler()?;
+        // This thread first, so threads it starts from now on inherit the drop.
+        if let Err(errno) = drop_this_thread() {
+            bail!(
+                "dropping capabilities: {}",
+                std::io::Error::from_raw_os_error(errno)
+            );
+        }
+        for _round in 0..5 {
+            let holders = threads_holding(keep)?;
+            if holders.is_empty() {
+                return Ok(());
+            }
+            let before = DONE.load(SeqCst);
+            let mut sent = 0;
+            for tid in &holders {
+                // SAFETY: plain syscall; a thread that exited meanwhile gives ESRCH.
+                if unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), *tid, signal()) } == 0 {
+                    sent += 1;
+                }
+            }
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while DONE.load(SeqCst) - before < sent && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let errno = FAILED_ERRNO.load(SeqCst);
+            if errno != 0 {
+                bail!(
+                    "a thread could not drop its capabilities: {}",
+                    std::io::Error::from_raw_os_error(errno)
+                );
+            }
+        }
+        let holders = threads_holding(keep)?;
+        bail!(
+            "threads {holders:?} still hold capabilities after the drop; refusing to run with \
+             more privileges than --keep-capabilities allows"
+        )
+    }
+
+    fn install_handler() -> Result<()> {
+        // SAFETY: a zeroed sigaction is valid; the handler is async-signal-safe.
+        // It stays installed: a late signal must not hit the default action
+        // (terminate).
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_signal as *const () as usize;
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut action.sa_mask);
+            if libc::sigaction(signal(), &action, std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::last_os_error().into());
+            }
+        }
+        Ok(())
+    }
+
+    extern "C" fn on_signal(_: libc::c_int) {
+        // SAFETY: errno is thread-local; restored so the interrupted code
+        // does not see ours.
+        let errno = unsafe { *libc::__errno_location() };
+        if let Err(e) = drop_this_thread() {
+            let _ = FAILED_ERRNO.compare_exchange(0, e, SeqCst, SeqCst);
+        }
+        DONE.fetch_add(1, SeqCst);
+        unsafe { *libc::__errno_location() = errno };
+    }
+
+    /// Raw syscalls only: this runs in a signal handler.
+    fn drop_this_thread() -> Result<(), i32> {
+        let keep = KEEP.load(SeqCst);
+        let last_errno = || unsafe { *libc::__errno_location() };
+        let mut header = Header {
+            version: CAPSET_V3,
+            pid: 0,
+        };
+        let mut data = [Data::default(); 2];
+        // SAFETY: header and data are the v3 layout capget expects.
+        if unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) } != 0 {
+            return Err(last_errno());
+        }
+        // Dropping from the bounding set needs CAP_SETPCAP, so it goes first.
+        if data[0].effective & (1 << CAP_SETPCAP) != 0 {
+            for cap in (0..=LAST_CAP).filter(|c| keep & (1 << c) == 0) {
+                // SAFETY: plain prctl; EINVAL means no such capability here.
+                let rc =
+                    unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+                if rc != 0 && last_errno() != libc::EINVAL {
+                    return Err(last_errno());
+                }
+            }
+        }
+        // SAFETY: plain prctl calls.
+        if unsafe {
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+                0,
+                0,
+                0,
+            )
+        } != 0
+        {
+            return Err(last_errno());
+        }
+        for (i, d) in data.iter_mut().enumerate() {
+            let keep = (keep >> (32 * i)) as u32;
+            d.effective &= keep;
+            d.permitted &= keep;
+            d.inheritable &= keep;
+        }
+        header.pid = 0;
+        // SAFETY: as for capget.
+        if unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) } != 0 {
+            return Err(last_errno());
+        }
+        // SAFETY: plain prctl.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(last_errno());
+        }
+        Ok(())
+    }
+
+    /// Threads whose permitted set exceeds `keep` or without no_new_privs.
+    fn threads_holding(keep: u64) -> Result<Vec<i32>> {
+        let mut holders = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task")?.filter_map(|t| t.ok()) {
+            // A thread that exits meanwhile holds nothing any more.
+            let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+                continue;
+            };
+            let permitted = super::status_caps(&status, "CapPrm:").unwrap_or(u64::MAX);
+            let nnp = status
+                .lines()
+                .any(|l| l.split_whitespace().eq(["NoNewPrivs:", "1"]));
+            if (permitted & !keep != 0 || !nnp)
+                && let Ok(tid) = task.file_name().to_string_lossy().parse()
+            {
+                holders.push(tid);
+            }
+        }
+        Ok(holders)
+    }
+}
+
+/// A capability mask line (`CapEff:\t000001ff...`) of /proc/<pid>/status.
+pub fn status_caps(status: &str, key: &str) -> Option<u64> {
+    let hex = status.lines().find_map(|l| l.strip_prefix(key))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
+fn or_none(set: &CapsHashSet) -> String {
+    match set.is_empty() {
+        true => "none".into(),
+        false => names(set.iter().copied()),
+    }
+}
+
+/// `ebpf_agent_capabilities_effective`: read at each scrape, so an SRE sees
+/// the drop happened (0 after attach with the default `--keep-capabilities none`).
+pub fn registry() -> Registry {
+    let mut r = Registry::with_prefix(crate::export::PREFIX);
+    r.register_collector(Box::new(CapabilityCollector));
+    r
+}
+
+#[derive(Debug)]
+struct CapabilityCollector;
+
+impl Collector for CapabilityCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        // capget on ourselves cannot fail short of a kernel without it; then
+        // the gauge is left out rather than made up.
+        let Ok(effective) = caps::read(None, CapSet::Effective) else {
+            return Ok(());
+        };
+        enc.encode_descriptor(
+            "capabilities_effective",
+            "Number of Linux capabilities the agent holds in its effective set (0 once dropped after attach)",
+            None,
+            MetricType::Gauge,
+        )?
+        .encode_gauge(&(effective.len() as i64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Capability::*;
+
+    fn set(caps: &[Capability]) -> CapsHashSet {
+        caps.iter().copied().collect()
+    }
+
+    #[test]
+    fn keep_names_parse_case_insensitively_with_or_without_prefix() {
+        assert_eq!(parse_keep("bpf"), Ok(Keep(Some(CAP_BPF))));
+        assert_eq!(parse_keep("CAP_PERFMON"), Ok(Keep(Some(CAP_PERFMON))));
+        assert_eq!(
+            parse_keep("cap_dac_read_search"),
+            Ok(Keep(Some(CAP_DAC_READ_SEARCH)))
+        );
+        assert_eq!(parse_keep("None"), Ok(Keep(None)));
+        let err = parse_keep("bfp").unwrap_err();
+        assert!(err.contains("`bfp` is not a capability name"), "{err}");
+        assert_eq!(kept(&[Keep(None)]), set(&[]));
+        assert_eq!(kept(&[Keep(Some(CAP_BPF)), Keep(None)]), set(&[CAP_BPF]));
+    }
+
+    #[test]
+    fn missing_lists_exactly_what_loading_needs() {
+        assert_eq!(missing(&set(&[]), 0, true, true), [CAP_BPF, CAP_PERFMON]);
+        assert_eq!(missing(&set(&[CAP_BPF]), 0, true, true), [CAP_PERFMON]);
+        assert!(missing(&set(&[CAP_BPF, CAP_PERFMON]), 0, false, true).is_empty());
+        assert!(missing(&set(&[CAP_SYS_ADMIN]), 0, false, true).is_empty());
+        // A non-root user cannot read root's 0700 tracefs without DAC_READ_SEARCH.
+        assert_eq!(
+            missing(&set(&[]), 65534, false, true),
+            [CAP_BPF, CAP_PERFMON, CAP_DAC_READ_SEARCH]
+        );
+        assert_eq!(
+            missing(&set(&[CAP_BPF, CAP_PERFMON]), 65534, false, true),
+            [CAP_DAC_READ_SEARCH]
+        );
+        assert!(missing(&set(&[CAP_BPF, CAP_PERFMON]), 65534, false, false).is_empty());
+        assert!(missing(&set(&[CAP_BPF, CAP_PERFMON]), 65534, true, true).is_empty());
+        let all = set(&[CAP_BPF, CAP_PERFMON, CAP_DAC_READ_SEARCH]);
+        assert!(missing(&all, 65534, false, true).is_empty());
+    }
+
+    #[test]
+    fn bpf_is_kept_only_on_old_kernels_with_unprivileged_bpf_disabled() {
+        assert!(bpf_needed_after_attach("5.10.0-28-amd64\n", "2\n"));
+        assert!(bpf_needed_after_attach("5.18.19", "1"));
+        assert!(!bpf_needed_after_attach("5.10.0", "0\n"));
+        assert!(!bpf_needed_after_attach("5.19.0", "2"));
+        assert!(!bpf_needed_after_attach("6.18.3-cloud", "2\n"));
+        assert!(!bpf_needed_after_attach("6.1.0-13-amd64", "2"));
+    }
+
+    #[test]
+    fn reads_capability_masks_from_status() {
+        let status = "Name:\tagent\nCapInh:\t0000000000000000\nCapPrm:\t000000c000000000\n";
+        assert_eq!(status_caps(status, "CapPrm:"), Some(0xc0_0000_0000));
+        assert_eq!(status_caps(status, "CapInh:"), Some(0));
+        assert_eq!(status_caps(status, "CapEff:"), None);
+        assert_eq!(status_caps("CapEff:\tzz\n", "CapEff:"), None);
+    }
+}
