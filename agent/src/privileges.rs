@@ -91,9 +91,9 @@ pub fn check(tcp: bool) -> Result<()> {
         false => "",
     };
     bail!(
-        "the agent lacks capabilities it needs to load its eBPF probes: {list}{dac_hint}. Run it \
-         as root (sudo), or grant these (docs/kubernetes.md lists them); effective capabilities \
-         now: {}",
+        "the agent lacks capabilities it needs to load its eBPF probes: {list}{dac_hint}; run it \
+         as root (sudo), or grant these (docs/kubernetes.md says why each); effective \
+         capabilities now: {}",
         or_none(&effective)
     )
 }

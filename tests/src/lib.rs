@@ -123,9 +123,22 @@ pub struct Agent {
 impl Agent {
     /// `agent run --listen 127.0.0.1:<free port> <args>`, waiting until /readyz is 200.
     pub fn start(args: &[&str]) -> Agent {
+        Agent::start_under(&[], args)
+    }
+
+    /// Like [`Agent::start`], run through `prefix` (e.g. `setpriv --reuid=65534 ...`),
+    /// which execs the agent with its own arguments appended.
+    pub fn start_under(prefix: &[&str], args: &[&str]) -> Agent {
         require_root();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut cmd = Command::new(agent_bin());
+        let mut cmd = match prefix.split_first() {
+            Some((program, rest)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(rest).arg(agent_bin());
+                cmd
+            }
+            None => Command::new(agent_bin()),
+        };
         cmd.arg("run")
             .arg("--listen")
             .arg(addr.to_string())
