@@ -66,7 +66,9 @@ fn assert_all_threads_hold(agent: &Agent, keys: &[&str], mask: u64) {
 /// checks the syscall probe still counts the workload's calls exactly: its
 /// partial batches reach userspace only through the flusher's
 /// BPF_PROG_TEST_RUN, which must keep working with no capabilities.
-fn attaches_drops_and_counts_exactly(prefix: &[&str]) {
+/// `unreadable`: what of the (root) workload's /proc the agent can no longer
+/// read once its capabilities are gone, as its warning says.
+fn attaches_drops_and_counts_exactly(prefix: &[&str], unreadable: &str) {
     const N: u64 = 20_000;
     const M: u64 = 1_234; // not a multiple of the 128-record batch
     let w = Workload::start(&["syscalls", &N.to_string(), &M.to_string()]);
@@ -88,6 +90,13 @@ fn attaches_drops_and_counts_exactly(prefix: &[&str]) {
         agent
             .stderr()
             .contains("dropped capabilities on every thread"),
+        "{}",
+        agent.stderr()
+    );
+    assert!(
+        agent
+            .stderr()
+            .contains(&format!("cannot read the traced process's {unreadable}:")),
         "{}",
         agent.stderr()
     );
@@ -120,12 +129,14 @@ fn attaches_drops_and_counts_exactly(prefix: &[&str]) {
 
 #[test]
 fn root_with_only_bpf_and_perfmon_attaches_everything_then_holds_nothing() {
-    attaches_drops_and_counts_exactly(ROOT_BPF_PERFMON);
+    // A root process holds capabilities the agent dropped: ptrace rules guard its io.
+    attaches_drops_and_counts_exactly(ROOT_BPF_PERFMON, "io");
 }
 
 #[test]
 fn nobody_with_ambient_bpf_perfmon_dac_read_search_attaches_everything_then_holds_nothing() {
-    attaches_drops_and_counts_exactly(NOBODY_WITH_CAPS);
+    // Another user's process: its fd directory is closed to us too.
+    attaches_drops_and_counts_exactly(NOBODY_WITH_CAPS, "io and fd");
 }
 
 #[test]

@@ -42,7 +42,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
         },
         stop_rx.clone(),
     )?;
-    crate::privileges::drop_after_attach(&args.keep_capabilities)?;
+    let traced = args
+        .pid
+        .map(|pid| args.collectors.procfs.join(pid.to_string()));
+    crate::privileges::drop_after_attach(&args.keep_capabilities, traced.as_deref())?;
 
     let registries = vec![
         export::registry(syscalls, tcp_collector, runq, stats.clone(), Some(kernel)),

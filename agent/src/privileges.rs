@@ -122,8 +122,10 @@ pub fn bpf_needed_after_attach(release: &str, unprivileged_bpf_disabled: &str) -
 /// Drops every capability not in `keep` from the effective, permitted,
 /// inheritable and ambient sets (and the bounding set, when CAP_SETPCAP
 /// allows), and sets no_new_privs so nothing executed later regains any.
-/// Call it once every probe is attached.
-pub fn drop_after_attach(keep: &[Keep]) -> Result<()> {
+/// Call it once every probe is attached. `traced`: the /proc directory of the
+/// `--pid` process, whose metrics may need capabilities to read (see
+/// [`warn_if_unreadable`]).
+pub fn drop_after_attach(keep: &[Keep], traced: Option<&Path>) -> Result<()> {
     let mut kept = kept(keep);
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let unpriv = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled")
@@ -145,7 +147,32 @@ pub fn drop_after_attach(keep: &[Keep]) -> Result<()> {
         kept = %or_none(&keep_now),
         "probes attached: dropped capabilities on every thread, no_new_privs set"
     );
+    if let Some(dir) = traced {
+        warn_if_unreadable(dir);
+    }
     Ok(())
+}
+
+/// Without capabilities, the kernel's ptrace access check guards a traced
+/// process's /proc/<pid>/io (when the process is another user's, or holds
+/// capabilities the agent no longer has, as any root process does) and
+/// /proc/<pid>/fd (another user's). Say once what is lost and how to keep it.
+fn warn_if_unreadable(dir: &Path) {
+    let io = std::fs::read_to_string(dir.join("io")).is_ok();
+    let fd = std::fs::read_dir(dir.join("fd")).is_ok();
+    if !(io && fd) {
+        tracing::warn!(
+            process = %dir.display(),
+            "without capabilities the agent cannot read the traced process's {}: its \
+             process_read/write_bytes or process_open_fds are left out; to keep them, run with \
+             --keep-capabilities sys_ptrace,dac_read_search",
+            match (io, fd) {
+                (false, false) => "io and fd",
+                (false, true) => "io",
+                _ => "fd",
+            }
+        );
+    }
 }
 
 /// Capabilities belong to each thread, not to the process, and the agent's
