@@ -306,7 +306,9 @@ fn process_metrics_for_the_agent_and_the_traced_process() {
     let mut sleeper = Command::new("sleep").arg("60").spawn().unwrap();
     let started = unix_now();
     let pid = sleeper.id().to_string();
-    let agent = Agent::start(&["--pid", &pid]);
+    // After attach the agent drops its capabilities; reading a root process's
+    // /proc/<pid>/io then needs CAP_SYS_PTRACE (docs/kubernetes.md).
+    let agent = Agent::start(&["--pid", &pid, "--keep-capabilities", "sys_ptrace"]);
     let e = agent.scrape();
     let _ = sleeper.kill();
     let _ = sleeper.wait();

@@ -7,19 +7,7 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tests::{Agent, Exposition, Workload};
-
-/// The cgroup v2 hierarchy: /sys/fs/cgroup on v2 hosts, its `unified`
-/// subdirectory on hybrid ones (this machine).
-fn cgroup2_root() -> PathBuf {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
-    let root = mounts
-        .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|f| f.len() > 2 && f[2] == "cgroup2")
-        .map(|f| PathBuf::from(f[1]));
-    root.expect("no cgroup2 mount: container attribution needs cgroup v2 (the kernel's cgroup ids are v2 ids)")
-}
+use tests::{Agent, Exposition, Workload, cgroup2_root};
 
 /// A fake pod: its container cgroup and its kubelet log entries.
 struct Pod {

@@ -1,7 +1,7 @@
 //! Loading the embedded eBPF object, privilege checks with actionable errors,
 //! the kernel's loss counters, and running a program on a chosen CPU.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use aya::maps::{MapData, PerCpuArray};
 use aya::{Ebpf, EbpfLoader};
 use std::io;
@@ -25,7 +25,7 @@ pub struct LoadOptions {
 }
 
 pub fn load(opts: &LoadOptions) -> Result<Ebpf> {
-    check_privileges()?;
+    check_privileges(false)?;
     let wakeup_bytes = u64::from(opts.ring_bytes / 4);
     let follow_children = u32::from(opts.follow_children);
     let cgroup_ids = u32::from(opts.cgroup_ids);
@@ -54,7 +54,7 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf> {
 
 /// Loads only the empty floor programs' object (same object, nothing resized).
 pub fn load_plain() -> Result<Ebpf> {
-    check_privileges()?;
+    check_privileges(false)?;
     EbpfLoader::new()
         .load(OBJECT)
         .map_err(|e| explain(e.into()))
@@ -69,7 +69,7 @@ pub fn explain(err: anyhow::Error) -> anyhow::Error {
     match errno {
         Some(libc::EPERM) | Some(libc::EACCES) => err.context(
             "the kernel refused a BPF operation (not permitted): run the agent as root, or \
-             with CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN",
+             with CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN on kernels before 5.8)",
         ),
         Some(libc::ENOSYS) => {
             err.context("this kernel has no BPF support (CONFIG_BPF_SYSCALL is off)")
@@ -82,27 +82,11 @@ pub fn explain(err: anyhow::Error) -> anyhow::Error {
     }
 }
 
-const CAP_SYS_ADMIN: u32 = 21;
-const CAP_PERFMON: u32 = 38;
-const CAP_BPF: u32 = 39;
-
-/// Fails early with a clear message rather than with EPERM from deep in aya.
-pub fn check_privileges() -> Result<()> {
-    let status =
-        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
-    let cap_eff = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .unwrap_or(0);
-    let has = |cap: u32| cap_eff & (1 << cap) != 0;
-    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
-        return Ok(());
-    }
-    bail!(
-        "the agent needs privileges to load eBPF programs: run it as root (sudo), or grant \
-         CAP_BPF and CAP_PERFMON (effective capabilities now: {cap_eff:#x})"
-    )
+/// Fails early with a clear message naming the missing capabilities
+/// (crate::privileges has the rules). `tcp`: the TCP probe will run, which
+/// needs tracefs.
+pub fn check_privileges(tcp: bool) -> Result<()> {
+    crate::privileges::check(tcp)
 }
 
 /// The kernel-side loss counters (`agent_common::counters`), summed over CPUs.

@@ -79,6 +79,11 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 50)]
     pub tcp_destination_budget: usize,
 
+    /// Capabilities kept after the probes are attached, comma separated
+    /// (`bpf,perfmon`); `none` drops them all.
+    #[arg(long, value_delimiter = ',', default_value = "none", value_parser = crate::privileges::parse_keep)]
+    pub keep_capabilities: Vec<crate::privileges::Keep>,
+
     #[command(flatten)]
     pub collectors: crate::collectors::CollectorArgs,
 

@@ -16,6 +16,7 @@ pub mod k8s;
 pub mod logging;
 pub mod names;
 pub mod node;
+pub mod privileges;
 pub mod probes;
 pub mod reload;
 pub mod shutdown;

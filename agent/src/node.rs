@@ -18,11 +18,11 @@ pub async fn run(config: Loaded) -> Result<()> {
         None => 0,
     };
     let (node_registry, node) = collectors::live::registry(&args.collectors, args.pid)?;
+    bpf::check_privileges(args.probes.iter().any(|p| p == "tcp"))?;
     let attribution = args
         .containers
         .resolve(&args.collectors.sysfs, &args.collectors.rootfs)?
         .map(|opts| (opts.retention, Arc::new(k8s::Attribution::new(opts))));
-    bpf::check_privileges()?;
     // Bind first: a busy port should fail before anything touches the kernel.
     let listener = export::bind(args.listen).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -51,6 +51,10 @@ pub async fn run(config: Loaded) -> Result<()> {
         },
         stop_rx.clone(),
     )?;
+    let traced = args
+        .pid
+        .map(|pid| args.collectors.procfs.join(pid.to_string()));
+    crate::privileges::drop_after_attach(&args.keep_capabilities, traced.as_deref())?;
 
     let reloads = reload::Metrics::new();
     let registries = vec![
@@ -64,6 +68,7 @@ pub async fn run(config: Loaded) -> Result<()> {
         ),
         node_registry,
         reloads.registry(),
+        crate::privileges::registry(),
     ];
     if let Some((retention, a)) = attribution {
         k8s::spawn_housekeeping(a, retention, stop_rx.clone());

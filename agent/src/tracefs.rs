@@ -4,7 +4,8 @@
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 
-const CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+/// Where tracefs is looked for, in order.
+pub const CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 
 /// The tracefs root, mounting tracefs at /sys/kernel/tracing if it is absent.
 pub fn ensure_mounted() -> Result<PathBuf> {

@@ -45,6 +45,18 @@ pub fn workload_bin() -> PathBuf {
     path
 }
 
+/// The cgroup v2 hierarchy: /sys/fs/cgroup on v2 hosts, its `unified`
+/// subdirectory on hybrid ones (this machine).
+pub fn cgroup2_root() -> PathBuf {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let root = mounts
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() > 2 && f[2] == "cgroup2")
+        .map(|f| PathBuf::from(f[1]));
+    root.expect("no cgroup2 mount: container attribution needs cgroup v2 (the kernel's cgroup ids are v2 ids)")
+}
+
 /// Fails the test (never skips it) unless we can load eBPF programs.
 pub fn require_root() {
     assert_eq!(
@@ -123,9 +135,22 @@ pub struct Agent {
 impl Agent {
     /// `agent run --listen 127.0.0.1:<free port> <args>`, waiting until /readyz is 200.
     pub fn start(args: &[&str]) -> Agent {
+        Agent::start_under(&[], args)
+    }
+
+    /// Like [`Agent::start`], run through `prefix` (e.g. `setpriv --reuid=65534 ...`),
+    /// which execs the agent with its own arguments appended.
+    pub fn start_under(prefix: &[&str], args: &[&str]) -> Agent {
         require_root();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut cmd = Command::new(agent_bin());
+        let mut cmd = match prefix.split_first() {
+            Some((program, rest)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(rest).arg(agent_bin());
+                cmd
+            }
+            None => Command::new(agent_bin()),
+        };
         cmd.arg("run")
             .arg("--listen")
             .arg(addr.to_string())

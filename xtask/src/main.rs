@@ -5,6 +5,7 @@
 
 mod bench;
 mod cmd;
+mod deploy_tools;
 mod lint;
 mod setup;
 

@@ -26,7 +26,8 @@ const TEST_PACKAGES: &[&str] = &[
     "iproute2", // ip netns for test hosts
     "nftables", // their firewalls (SYN black hole)
     "hyperfine",
-    "tmux", // drives the live terminal view
+    "tmux",         // drives the live terminal view
+    "python3-venv", // the deploy tools' virtualenv (deploy_tools.rs)
 ];
 
 pub fn setup(test_tools: bool) -> Result<()> {
@@ -35,6 +36,9 @@ pub fn setup(test_tools: bool) -> Result<()> {
         packages.extend_from_slice(TEST_PACKAGES);
     }
     apt_install(&packages)?;
+    if test_tools {
+        crate::deploy_tools::install()?;
+    }
     nightly_rust_src()?;
     bpf_linker()?;
     eprintln!("xtask: setup: toolchain ready");

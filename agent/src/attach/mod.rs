@@ -63,7 +63,7 @@ pub async fn run(args: AttachArgs) -> Result<()> {
     if let Some(pid) = args.pid {
         target::validate(&args.procfs, pid)?;
     }
-    bpf::check_privileges()?;
+    bpf::check_privileges(true)?;
     let listener = match args.listen {
         Some(addr) => Some(export::bind(addr).await?),
         None => None,

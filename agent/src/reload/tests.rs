@@ -24,6 +24,7 @@ fn other_value(key: &str) -> Option<RunArgs> {
         "debug",
         "^x$",
         "pod",
+        "bpf",
     ]
     .map(String::from)
     .into();
