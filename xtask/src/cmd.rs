@@ -74,6 +74,9 @@ pub fn test(extra: &[String]) -> Result<()> {
             "--workspace",
             "--exclude",
             "agent-ebpf",
+            // Every test binary runs even after one fails: the summary then
+            // lists every failure, not only the first binary's.
+            "--no-fail-fast",
         ])
         .env("AGENT_BIN", &agent)
         .env("RUST_BACKTRACE", "1")
