@@ -175,3 +175,31 @@ fn unknown_syscall_numbers_are_kept_as_numbers() {
         321.0
     );
 }
+
+#[test]
+fn latency_buckets_can_be_chosen_and_the_kernel_uses_them_too() {
+    const N: u64 = 20_000;
+    let w = Workload::start(&["syscalls", &N.to_string(), "0"]);
+    let agent = Agent::start(&["--pid", &w.pid(), "--latency-buckets", "0.001, 1"]);
+    w.go();
+    let e = agent.scrape_until(Duration::from_secs(5), |e| count(e, GETPPID) >= N as f64);
+    let les = |h: &str, labels: &[(&str, &str)]| -> Vec<f64> {
+        e.buckets(h, labels).iter().map(|b| b.0).collect()
+    };
+    let want = [0.001, 1.0, f64::INFINITY];
+    assert_eq!(les("ebpf_agent_syscall_latency_seconds", GETPPID), want);
+    let buckets = e.buckets("ebpf_agent_syscall_latency_seconds", GETPPID);
+    assert_eq!(buckets.last().unwrap().1, N as f64);
+    // The run-queue histogram is counted in the kernel, into the same bounds.
+    assert_eq!(les("ebpf_agent_runqueue_latency_seconds", &[]), want);
+    agent.check_exposition_with_peers();
+
+    // A bad layout is refused before anything starts, with the reason.
+    let out = std::process::Command::new(tests::agent_bin())
+        .args(["run", "--latency-buckets", "0.01,0.001"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("0.001 does not increase"), "{stderr}");
+}

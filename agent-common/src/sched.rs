@@ -8,7 +8,8 @@ use crate::buckets;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RunqHist {
-    /// Non-cumulative counts per bucket (`buckets::BOUNDS_NS`, then +Inf).
+    /// Non-cumulative counts per bucket (the layout's bounds, then +Inf;
+    /// slots past that stay 0).
     pub buckets: [u64; buckets::COUNT],
     pub count: u64,
     pub sum_ns: u64,

@@ -32,6 +32,12 @@ pub(crate) static TASK_OFFSETS: Global<TaskOffsets> = Global::new(TaskOffsets {
 #[map]
 static RUNQ_START: Array<u64> = Array::with_max_entries(32768, 0);
 
+/// Bucket bounds in ns, padded (agent_common::buckets), set by the agent at
+/// load (`--latency-buckets`). Read with volatile loads, so the compiler
+/// does not fold in these defaults.
+#[unsafe(no_mangle)]
+static BUCKET_NS: buckets::Padded = buckets::DEFAULT_PADDED;
+
 #[map]
 static RUNQ_HIST: PerCpuArray<RunqHist> = PerCpuArray::with_max_entries(1, 0);
 
@@ -194,7 +200,12 @@ fn switch_in(ids: Option<(u32, u32)>, cgroup: impl FnOnce() -> u32) {
     };
     if let Some(h) = per_cgroup.or_else(|| RUNQ_HIST.get_ptr_mut(0)) {
         let h = unsafe { &mut *h };
-        if let Some(b) = h.buckets.get_mut(buckets::index(wait)) {
+        let i = buckets::index_by(wait, |i| {
+            BUCKET_NS
+                .get(i)
+                .map_or(u64::MAX, |b| unsafe { read_volatile(b) })
+        });
+        if let Some(b) = h.buckets.get_mut(i) {
             *b += 1;
         }
         h.count += 1;

@@ -37,6 +37,7 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf> {
         .override_global("SYSCALL_WAKEUP_BYTES", &wakeup_bytes, true)
         .override_global("TCP_OFFSETS", &opts.tcp_offsets, true)
         .override_global("TASK_OFFSETS", &opts.task_offsets, true)
+        .override_global("BUCKET_NS", crate::histogram::layout().padded(), true)
         .map_max_entries("RUNQ_START", opts.pid_max)
         .map_max_entries("SYSCALL_START", opts.pid_max)
         .map_max_entries("SYSCALL_EVENTS", opts.ring_bytes)

@@ -21,7 +21,7 @@ pub struct Cli {
 pub enum Command {
     /// Node mode (the default): trace the node and serve /metrics.
     #[command(after_help = crate::config::HELP)]
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Watch one process live: attach to a PID, or run a command and trace it.
     Attach(AttachArgs),
     /// Benchmark aid: attach empty programs to the syscall tracepoints and wait.
@@ -58,6 +58,12 @@ pub struct RunArgs {
     /// Memory per histogram grows about 10x per digit.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=5))]
     pub hdr_precision: u8,
+
+    /// Latency histogram bucket bounds in seconds, comma separated and
+    /// increasing (at most 31; +Inf is added). Default: 1-2.5-5 steps from
+    /// 1e-6 to 10. The kernel's run-queue histogram uses the same.
+    #[arg(long, value_name = "LIST", value_parser = crate::histogram::Layout::parse)]
+    pub latency_buckets: Option<crate::histogram::Layout>,
 
     /// How often staged kernel records are flushed and drained, in ms (10-10000).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(10..=10_000))]

@@ -5,18 +5,90 @@
 //! from the HDR histogram: HDR quantises values (to ~1% at 2 significant
 //! digits), which would put values near a bucket edge on the wrong side of it.
 
+use agent_common::buckets::{self, COUNT, MAX_BOUNDS, Padded};
 use hdrhistogram::Histogram;
+use std::sync::OnceLock;
 
-pub use agent_common::buckets::BOUNDS_NS;
+/// The bucket bounds of this run: the defaults, or `--latency-buckets`. Every
+/// latency histogram (and the kernel's run-queue one) uses the same layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// Boxed: `agent run`'s arguments hold one, and they sit in an enum.
+    padded: Box<Padded>,
+    len: usize,
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Layout {
+            padded: Box::new(buckets::DEFAULT_PADDED),
+            len: buckets::DEFAULT_NS.len(),
+        }
+    }
+}
+
+impl Layout {
+    /// From upper bounds in seconds, comma separated, strictly increasing.
+    pub fn parse(s: &str) -> Result<Layout, String> {
+        let mut padded = [u64::MAX; buckets::SLOTS];
+        let mut len = 0;
+        for item in s.split(',').map(str::trim) {
+            let secs: f64 = item
+                .parse()
+                .map_err(|_| format!("`{item}` is not a number of seconds"))?;
+            if !(1e-9..=86_400.0).contains(&secs) {
+                return Err(format!("{item} s is outside 1e-9 to 86400 seconds"));
+            }
+            let ns = (secs * 1e9).round() as u64;
+            if len > 0 && ns <= padded[len - 1] {
+                return Err(format!(
+                    "{item} does not increase on the bound before it (bounds go up, in seconds)"
+                ));
+            }
+            if len == MAX_BOUNDS {
+                return Err(format!("more than {MAX_BOUNDS} bounds"));
+            }
+            padded[len] = ns;
+            len += 1;
+        }
+        Ok(Layout {
+            padded: Box::new(padded),
+            len,
+        })
+    }
+
+    /// The upper bounds in ns, without the +Inf bucket.
+    pub fn bounds_ns(&self) -> &[u64] {
+        &self.padded[..self.len]
+    }
+
+    /// The bounds as the kernel takes them.
+    pub fn padded(&self) -> &Padded {
+        &self.padded
+    }
+}
+
+static LAYOUT: OnceLock<Layout> = OnceLock::new();
+
+/// The layout in use (the default until [`set_layout`]).
+pub fn layout() -> &'static Layout {
+    LAYOUT.get_or_init(Layout::default)
+}
+
+/// Sets the layout once, before any histogram is made; false if a different
+/// one is already in use.
+pub fn set_layout(l: Layout) -> bool {
+    *LAYOUT.get_or_init(|| l.clone()) == l
+}
 
 /// Largest value the HDR histogram tracks precisely (1 hour); larger values are
 /// clamped there for percentiles but still counted exactly in buckets and sum.
 const HDR_MAX_NS: u64 = 3_600_000_000_000;
 
-/// Index of the bucket holding `ns`: the first bound >= ns, or `BOUNDS_NS.len()`
-/// (the +Inf bucket) when it exceeds every bound.
+/// Index of the bucket holding `ns`: the first bound >= ns, or the number of
+/// bounds (the +Inf bucket) when it exceeds every bound.
 pub fn bucket_index(ns: u64) -> usize {
-    agent_common::buckets::index(ns)
+    buckets::index(&layout().padded, ns)
 }
 
 /// An exact nanosecond total in seconds. Whole seconds and the remainder are
@@ -26,10 +98,11 @@ pub fn ns_to_seconds(ns: u128) -> f64 {
 }
 
 /// (upper bound in seconds, non-cumulative count) pairs for per-bucket counts
-/// over `BOUNDS_NS` then +Inf: the shape `prometheus_client`'s
+/// over the layout's bounds then +Inf: the shape `prometheus_client`'s
 /// `encode_histogram` cumulates. Shared with the kernel-aggregated run queue.
 pub fn seconds_buckets(counts: &[u64]) -> Vec<(f64, u64)> {
-    BOUNDS_NS
+    layout()
+        .bounds_ns()
         .iter()
         .map(|&b| b as f64 / 1e9)
         .chain(std::iter::once(f64::INFINITY))
@@ -40,7 +113,7 @@ pub fn seconds_buckets(counts: &[u64]) -> Vec<(f64, u64)> {
 #[derive(Debug, Clone)]
 pub struct LatencyHistogram {
     /// Non-cumulative counts; the last slot is the +Inf overflow.
-    buckets: [u64; BOUNDS_NS.len() + 1],
+    buckets: [u64; COUNT],
     count: u64,
     sum_ns: u128,
     max_ns: u64,
@@ -58,7 +131,7 @@ impl LatencyHistogram {
                 .expect("1..=5 significant digits are valid HDR settings")
         });
         LatencyHistogram {
-            buckets: [0; BOUNDS_NS.len() + 1],
+            buckets: [0; COUNT],
             count: 0,
             sum_ns: 0,
             max_ns: 0,
@@ -125,6 +198,7 @@ impl LatencyHistogram {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use agent_common::buckets::DEFAULT_NS as BOUNDS_NS;
 
     #[test]
     fn edges_are_right_inclusive() {
@@ -177,6 +251,36 @@ mod tests {
         assert!((p50 - 500_000.0).abs() / 500_000.0 < 0.002, "{p50}");
         assert_eq!(h.quantile_ns(1.0), 1_000_000);
         assert_eq!(LatencyHistogram::new(2).quantile_ns(0.99), 0);
+    }
+
+    #[test]
+    fn layouts_parse_and_bad_ones_say_why() {
+        let l = Layout::parse("0.001, 0.01,1").unwrap();
+        assert_eq!(l.bounds_ns(), [1_000_000, 10_000_000, 1_000_000_000]);
+        assert_eq!(l.padded()[3], u64::MAX);
+        let err = |s| Layout::parse(s).unwrap_err();
+        assert!(err("0.01,0.001").contains("does not increase"));
+        assert!(err("0.001,0.001").contains("does not increase"));
+        assert!(err("fast").contains("`fast` is not a number"));
+        assert!(err("0").contains("outside"));
+        assert!(err("").contains("not a number"));
+        let many: Vec<String> = (1..=32).map(|i| i.to_string()).collect();
+        assert!(err(&many.join(",")).contains("more than 31"));
+        assert_eq!(
+            Layout::parse(&many[..31].join(","))
+                .unwrap()
+                .bounds_ns()
+                .len(),
+            31
+        );
+        let defaults: Vec<String> = BOUNDS_NS
+            .iter()
+            .map(|&b| (b as f64 / 1e9).to_string())
+            .collect();
+        assert_eq!(
+            Layout::parse(&defaults.join(",")).unwrap(),
+            Layout::default()
+        );
     }
 
     #[test]

@@ -19,6 +19,12 @@ pub async fn run(config: Loaded) -> Result<()> {
     };
     let (node_registry, node) = collectors::live::registry(&args.collectors, args.pid)?;
     bpf::check_privileges(args.probes.iter().any(|p| p == "tcp"))?;
+    // Before any histogram is made (and before the kernel gets the bounds).
+    if let Some(layout) = &args.latency_buckets
+        && !crate::histogram::set_layout(layout.clone())
+    {
+        anyhow::bail!("the latency bucket layout was already in use");
+    }
     let attribution = args
         .containers
         .resolve(&args.collectors.sysfs, &args.collectors.rootfs)?

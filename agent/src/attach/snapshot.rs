@@ -6,7 +6,6 @@ use super::procstat::ProcStats;
 use crate::aggregate::{SyscallKey, SyscallsBySlot};
 use crate::names;
 use crate::tcp::{Outcome, TcpAggregate};
-use agent_common::buckets::BOUNDS_NS;
 use agent_common::sched::RunqHist;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -200,15 +199,18 @@ impl Snapshotter {
                 count: h.count,
                 sum_ns: h.sum_ns,
                 interval_count,
-                buckets: h
-                    .buckets
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &count)| Bucket {
-                        le_ns: BOUNDS_NS.get(i).copied(),
-                        count,
-                    })
-                    .collect(),
+                buckets: {
+                    let bounds = crate::histogram::layout().bounds_ns();
+                    h.buckets
+                        .iter()
+                        .take(bounds.len() + 1) // the bounds, then +Inf
+                        .enumerate()
+                        .map(|(i, &count)| Bucket {
+                            le_ns: bounds.get(i).copied(),
+                            count,
+                        })
+                        .collect()
+                },
             }
         });
         let tcp = src.tcp.map(|agg| {
@@ -299,7 +301,10 @@ mod tests {
         assert_eq!((b.syscalls[0].count, b.syscalls[0].interval_count), (2, 1));
         assert_eq!(b.syscalls[1].interval_count, 0);
         let rq = b.runqueue.as_ref().unwrap();
-        assert_eq!(rq.buckets.len(), BOUNDS_NS.len() + 1);
+        assert_eq!(
+            rq.buckets.len(),
+            agent_common::buckets::DEFAULT_NS.len() + 1
+        );
         assert_eq!(rq.buckets.last().unwrap().le_ns, None);
         let json = serde_json::to_value(&b).unwrap();
         assert_eq!(json["final"], true);

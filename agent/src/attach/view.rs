@@ -234,7 +234,7 @@ mod tests {
     use super::*;
 
     fn snapshot() -> Snapshot {
-        let mut buckets: Vec<Bucket> = agent_common::buckets::BOUNDS_NS
+        let mut buckets: Vec<Bucket> = agent_common::buckets::DEFAULT_NS
             .iter()
             .map(|&b| Bucket {
                 le_ns: Some(b),

@@ -180,17 +180,20 @@ fn add(into: &mut RunqHist, h: &RunqHist) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use agent_common::buckets::COUNT;
+    use agent_common::buckets::DEFAULT_NS;
 
     #[test]
     fn buckets_pair_bounds_with_counts() {
+        // The kernel's +Inf bucket is the slot after the last bound; the
+        // slots past it are unused and not exported.
+        let inf = DEFAULT_NS.len();
         let mut h = RunqHist::ZERO;
         h.buckets[0] = 3;
-        h.buckets[COUNT - 1] = 1;
+        h.buckets[inf] = 1;
         let b = seconds_buckets(&h.buckets);
-        assert_eq!(b.len(), COUNT);
+        assert_eq!(b.len(), inf + 1);
         assert_eq!(b[0], (1e-6, 3));
-        assert_eq!(b[COUNT - 1], (f64::INFINITY, 1));
+        assert_eq!(b[inf], (f64::INFINITY, 1));
     }
 
     #[test]
