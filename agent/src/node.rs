@@ -28,7 +28,7 @@ pub async fn run(config: Loaded) -> Result<()> {
     let attribution = args
         .containers
         .resolve(&args.collectors.sysfs, &args.collectors.rootfs)?
-        .map(|opts| (opts.retention, Arc::new(k8s::Attribution::new(opts))));
+        .map(|opts| Arc::new(k8s::Attribution::new(opts)));
     // Bind first: a busy port should fail before anything touches the kernel.
     let listener = export::bind(args.listen).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -53,7 +53,7 @@ pub async fn run(config: Loaded) -> Result<()> {
             unknown_syscall_budget: args.unknown_syscall_budget,
             tcp_destination_budget: args.tcp_destination_budget,
             probes: probes::Probes::from_names(&args.probes),
-            attribution: attribution.as_ref().map(|(_, a)| a.clone()),
+            attribution: attribution.clone(),
         },
         stop_rx.clone(),
     )?;
@@ -66,7 +66,7 @@ pub async fn run(config: Loaded) -> Result<()> {
     let registries = vec![
         export::registry(
             syscalls.clone(),
-            attribution.as_ref().map(|(_, a)| a.clone()),
+            attribution.clone(),
             tcp_collector,
             runq,
             stats.clone(),
@@ -76,8 +76,8 @@ pub async fn run(config: Loaded) -> Result<()> {
         reloads.registry(),
         crate::privileges::registry(),
     ];
-    if let Some((retention, a)) = attribution {
-        k8s::spawn_housekeeping(a, retention, stop_rx.clone());
+    if let Some(a) = attribution {
+        k8s::spawn_housekeeping(a, stop_rx.clone());
     }
     let live = reload::Live {
         node,

@@ -100,6 +100,9 @@ pub struct Options {
 /// Shortest gap between two walks of the cgroup tree on lookups of unknown ids.
 const MIN_WALK_GAP: Duration = Duration::from_millis(200);
 
+/// (name, value) label pairs of one series, as prometheus-client encodes them.
+pub type Labels = Vec<(&'static str, Cow<'static, str>)>;
+
 /// A container's label values, in `Options::labels` order.
 pub type Values = Arc<[String]>;
 
@@ -462,11 +465,8 @@ impl Resolver {
 
 /// Runs [`Attribution::housekeep`] on a thread until `stop` flips: often
 /// enough that a gone cgroup is dropped (two rounds) well within the retention.
-pub fn spawn_housekeeping(
-    attribution: Arc<Attribution>,
-    retention: Duration,
-    stop: tokio::sync::watch::Receiver<bool>,
-) {
+pub fn spawn_housekeeping(attribution: Arc<Attribution>, stop: tokio::sync::watch::Receiver<bool>) {
+    let retention = attribution.lock().opts.retention;
     let every = (retention / 2).clamp(Duration::from_millis(250), Duration::from_secs(5));
     std::thread::Builder::new()
         .name("cgroup-housekeeping".into())
@@ -507,7 +507,7 @@ impl Labeler {
 
     /// The container labels of a slot, or None if it was retired (its data is
     /// stale and must not be exported).
-    pub fn labels(&self, slot: Slot) -> Option<Vec<(&'static str, Cow<'static, str>)>> {
+    pub fn labels(&self, slot: Slot) -> Option<Labels> {
         let (generation, values) = self.slots.get(slot.index as usize)?.as_ref()?;
         (*generation == slot.generation).then(|| {
             self.names

@@ -4,7 +4,7 @@
 use super::sched_cgroups::{self, CgroupRunq};
 use crate::btf::KernelBtf;
 use crate::histogram::{ns_to_seconds, seconds_buckets};
-use crate::k8s::{Attribution, Slot};
+use crate::k8s::Attribution;
 use agent_common::sched::{RunqHist, TaskOffsets};
 use anyhow::{Context, Result, bail};
 use aya::maps::PerCpuHashMap;
@@ -83,7 +83,7 @@ pub fn attach(ebpf: &mut Ebpf, attribution: Option<Arc<Attribution>>) -> Result<
             let map = ebpf
                 .take_map("RUNQ_CGROUP_HIST")
                 .context("RUNQ_CGROUP_HIST missing")?;
-            Some(CgroupRunq::new(PerCpuHashMap::try_from(map)?, a.clone())).map(|c| (c, a))
+            Some(CgroupRunq::new(PerCpuHashMap::try_from(map)?, a))
         }
         None => None,
     };
@@ -116,7 +116,7 @@ pub struct RunqCollector {
     /// Node-wide (everything, without attribution; with it, waits the
     /// per-cgroup map had no room for).
     map: Mutex<PerCpuArray<MapData, RunqHist>>,
-    cgroups: Option<(CgroupRunq, Arc<Attribution>)>,
+    cgroups: Option<CgroupRunq>,
 }
 
 impl RunqCollector {
@@ -141,18 +141,7 @@ impl Collector for RunqCollector {
         // with it, one per container and the host's (node-wide map included).
         let series = match &self.cgroups {
             None => vec![(Vec::new(), node)],
-            Some((cgroups, attribution)) => {
-                let mut by_slot = cgroups.update();
-                match by_slot.iter_mut().find(|(s, _)| *s == Slot::HOST) {
-                    Some((_, host)) => add(host, &node),
-                    None => by_slot.push((Slot::HOST, node)),
-                }
-                let labeler = attribution.labeler();
-                by_slot
-                    .into_iter()
-                    .filter_map(|(slot, h)| Some((labeler.labels(slot)?, h)))
-                    .collect()
-            }
+            Some(cgroups) => cgroups.series(node),
         };
         let mut m = enc.encode_descriptor(
             "runqueue_latency",
@@ -171,10 +160,6 @@ impl Collector for RunqCollector {
         }
         Ok(())
     }
-}
-
-fn add(into: &mut RunqHist, h: &RunqHist) {
-    *into = sched_cgroups::sum([*into, *h].iter());
 }
 
 #[cfg(test)]

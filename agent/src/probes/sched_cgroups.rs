@@ -6,7 +6,7 @@
 //! taken and its map entry deleted.
 
 use crate::aggregate::BySlot;
-use crate::k8s::{Attribution, Slot};
+use crate::k8s::{Attribution, Labels, Slot};
 use agent_common::sched::RunqHist;
 use aya::maps::{MapData, PerCpuHashMap};
 use std::collections::HashMap;
@@ -35,21 +35,26 @@ impl CgroupRunq {
         }
     }
 
-    /// Brings the per-slot histograms up to date; returns (slot, histogram)
-    /// for every slot with data.
-    pub fn update(&self) -> Vec<(Slot, RunqHist)> {
+    /// Brings the per-slot histograms up to date and returns one labelled
+    /// histogram per live label set; `node` (the node-wide map: waits the
+    /// per-cgroup map had no room for) counts as the host's.
+    pub fn series(&self, node: RunqHist) -> Vec<(Labels, RunqHist)> {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let mut resolver = self.attribution.lock();
-        // Gone cgroups keep the slot they had: they may have been dropped
-        // from the resolver's cache already.
-        let gone: HashMap<u32, Slot> = resolver.take_gone().into_iter().collect();
+        // Taken before the map is read: a gone cgroup's entry read below is
+        // final. Gone cgroups keep the slot they had (the resolver may have
+        // dropped them already).
+        let gone: HashMap<u32, Slot> = self.attribution.lock().take_gone().into_iter().collect();
+        // Read without the resolver's lock: the drains need it, and reading
+        // the map is a syscall per entry.
+        let totals: Vec<(u32, RunqHist)> = map
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(cgroup, per_cpu)| (cgroup, sum(per_cpu.iter())))
+            .collect();
         let State { last, by_slot } = &mut *st;
-        for entry in map.iter() {
-            let Ok((cgroup, per_cpu)) = entry else {
-                continue;
-            };
-            let total = sum(per_cpu.iter());
+        let mut resolver = self.attribution.lock();
+        for (cgroup, total) in totals {
             let prev = last.insert(cgroup, total).unwrap_or(RunqHist::ZERO);
             let slot = gone
                 .get(&cgroup)
@@ -57,11 +62,24 @@ impl CgroupRunq {
                 .unwrap_or_else(|| resolver.slot(cgroup));
             add_growth(by_slot.entry(slot, || RunqHist::ZERO), &total, &prev);
         }
+        drop(resolver);
         for cgroup in gone.keys() {
             last.remove(cgroup);
             let _ = map.remove(cgroup);
         }
-        by_slot.iter().map(|(s, h)| (s, *h)).collect()
+        // The host always has a series, even before any host cgroup's wait.
+        by_slot.entry(Slot::HOST, || RunqHist::ZERO);
+        let labeler = self.attribution.labeler();
+        by_slot
+            .iter()
+            .filter_map(|(slot, h)| {
+                let mut h = *h;
+                if slot == Slot::HOST {
+                    add_growth(&mut h, &node, &RunqHist::ZERO);
+                }
+                Some((labeler.labels(slot)?, h))
+            })
+            .collect()
     }
 }
 
