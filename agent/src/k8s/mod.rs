@@ -192,11 +192,6 @@ impl Attribution {
         }
     }
 
-    /// Label names, in the order of every slot's values.
-    pub fn names(&self) -> &[&'static str] {
-        &self.names
-    }
-
     /// The resolver, locked once for a batch of lookups.
     pub fn lock(&self) -> std::sync::MutexGuard<'_, Resolver> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
@@ -214,7 +209,7 @@ impl Attribution {
 
     /// Current label values of every live slot, for an exporter.
     pub fn labeler(&self) -> Labeler {
-        let r = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let r = self.lock();
         Labeler {
             names: self.names.clone(),
             slots: r
@@ -228,10 +223,7 @@ impl Attribution {
     /// Drops cgroups that are gone and retires label sets idle past the
     /// retention. Call every few seconds, off the hot path.
     pub fn housekeep(&self, now: Instant) {
-        self.inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .housekeep(now);
+        self.lock().housekeep(now);
     }
 }
 
@@ -245,7 +237,10 @@ impl Resolver {
                     Some(c) => c.slot,
                     None => self.resolve(cgroup),
                 };
-                self.memo = Some((cgroup, slot));
+                // Only what is cached: an id not found yet is looked up again.
+                if self.cgroups.contains_key(&cgroup) {
+                    self.memo = Some((cgroup, slot));
+                }
                 slot
             }
         };
@@ -264,18 +259,26 @@ impl Resolver {
         if cgroup == 0 {
             return Slot::HOST; // attribution was off when the record was made
         }
-        if self.index.path(cgroup).is_none()
-            && self.last_walk.is_none_or(|t| t.elapsed() >= MIN_WALK_GAP)
-        {
+        let walked = self.index.path(cgroup).is_none()
+            && self.last_walk.is_none_or(|t| t.elapsed() >= MIN_WALK_GAP);
+        if walked {
             self.index.walk();
             self.last_walk = Some(Instant::now());
             self.counts.walks += 1;
         }
         let Some(path) = self.index.path(cgroup).map(PathBuf::from) else {
-            // Gone before we looked (a short-lived cgroup): the events still
-            // count, under the host's labels, and the miss is counted.
+            // The events still count, under the host's labels, and the miss
+            // is counted.
             self.counts.unknown += 1;
-            self.cache(cgroup, Slot::HOST, None, false);
+            if walked {
+                // A fresh walk did not find it: gone before we looked (a
+                // short-lived cgroup). Remembered until housekeeping, so it
+                // costs one walk.
+                self.cache(cgroup, Slot::HOST, None, false);
+            }
+            // Otherwise a walk ran moments ago for another id (two containers
+            // starting together): look again once the gap has passed, rather
+            // than label this one the host's until housekeeping.
             return Slot::HOST;
         };
         let cref = container::parse(&path.to_string_lossy());
@@ -532,7 +535,7 @@ impl Collector for Metrics {
         };
         let mut m = enc.encode_descriptor(
             "cgroup_lookups",
-            "Cgroup ids resolved to labels: container, host (not in a container), or unknown (gone before it was looked up; its events count under host labels)",
+            "Cgroup ids resolved to labels: container, host (not in a container), or unknown (not found: gone before it was looked up, or created after the last walk of the tree and looked up again after 200 ms; its events count under host labels)",
             None,
             MetricType::Counter,
         )?;
@@ -654,6 +657,24 @@ mod tests {
     }
 
     #[test]
+    fn a_new_cgroup_found_within_the_walk_gap_is_looked_up_again() {
+        let f = Fixture::new("gap");
+        let (first, _) = f.container("cart-0", "redis", 0x05);
+        let a = f.attribution(10);
+        assert_ne!(a.lock().slot(first), Slot::HOST); // walks
+        // Created just after that walk: not in it, and too soon for another.
+        let (second, _) = f.container("cart-0", "app", 0x06);
+        assert_eq!(a.lock().slot(second), Slot::HOST);
+        assert!(
+            !a.lock().cgroups.contains_key(&second),
+            "not cached as gone"
+        );
+        a.lock().last_walk = None; // as if MIN_WALK_GAP had passed
+        let slot = a.lock().slot(second);
+        assert_eq!(values(&a, slot).unwrap(), ["shop", "cart-0", "app"]);
+    }
+
+    #[test]
     fn budget_folds_into_other_and_counts_events() {
         let f = Fixture::new("budget");
         let (first, _) = f.container("cart-0", "redis", 0x01);
@@ -689,6 +710,7 @@ mod tests {
         assert_eq!(a.lock().counts.retired, 1);
         // The container comes back (a new cgroup): a new generation of the slot.
         let (id, _) = f.container("cart-0", "redis", 0x03);
+        a.lock().last_walk = None; // as if MIN_WALK_GAP had passed
         let again = a.lock().slot(id);
         assert_eq!(again.index, slot.index);
         assert_ne!(again.generation, slot.generation);
