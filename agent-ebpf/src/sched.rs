@@ -28,9 +28,10 @@ pub(crate) static TASK_OFFSETS: Global<TaskOffsets> = Global::new(TaskOffsets {
     kn_id: 0,
 });
 
-/// When each thread became runnable (0: not waiting), indexed by tid.
+/// When each thread became runnable (0: not waiting), indexed by tid (sized
+/// to pid_max by the agent; 1 here so an unused probe costs nothing).
 #[map]
-static RUNQ_START: Array<u64> = Array::with_max_entries(32768, 0);
+static RUNQ_START: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Bucket bounds in ns, padded (agent_common::buckets), set by the agent at
 /// load (`--latency-buckets`). Read with volatile loads, so the compiler
@@ -42,10 +43,9 @@ static BUCKET_NS: buckets::Padded = buckets::DEFAULT_PADDED;
 static RUNQ_HIST: PerCpuArray<RunqHist> = PerCpuArray::with_max_entries(1, 0);
 
 /// With container attribution: per cgroup (low 32 bits of the id of the task
-/// switched in). The agent sizes it to 1 entry when attribution is off.
+/// switched in), sized by the agent when attribution is on; 1 entry otherwise.
 #[map]
-static RUNQ_CGROUP_HIST: PerCpuHashMap<u32, RunqHist> =
-    PerCpuHashMap::with_max_entries(agent_common::sched::CGROUP_HIST_ENTRIES, 0);
+static RUNQ_CGROUP_HIST: PerCpuHashMap<u32, RunqHist> = PerCpuHashMap::with_max_entries(1, 0);
 
 /// (tid, tgid) of a task_struct pointer.
 #[inline(always)]

@@ -31,14 +31,16 @@ static SYSCALL_WAKEUP_BYTES: Global<u64> = Global::new(1 << 20);
 /// Packed start slot per thread id. An array indexed by tid (sized to pid_max
 /// by the agent) is a pointer add after the verifier inlines it; a hash map
 /// costs tens of nanoseconds per operation, which is most of the budget.
+/// The sizes here are the smallest: a probe the agent does not start costs
+/// no memory.
 #[map]
-static SYSCALL_START: Array<u64> = Array::with_max_entries(32768, 0);
+static SYSCALL_START: Array<u64> = Array::with_max_entries(1, 0);
 
 #[map]
 static SYSCALL_STAGE: PerCpuArray<SyscallBatch> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
-static SYSCALL_EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+static SYSCALL_EVENTS: RingBuf = RingBuf::with_byte_size(4096, 0);
 
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn sys_enter(ctx: RawTracePointContext) -> i32 {

@@ -10,46 +10,52 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 /// The eBPF programs, built by build.rs from agent-ebpf and embedded here.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-probes"));
 
-pub struct LoadOptions {
-    /// Process to trace (tgid); 0 traces every process.
-    pub target_tgid: u32,
-    /// Also trace the target's descendants (tgids added at fork by `sched_process_fork`).
-    pub follow_children: bool,
-    pub tcp_offsets: agent_common::tcp::TcpOffsets,
-    pub task_offsets: agent_common::sched::TaskOffsets,
-    /// Size of the per-thread start table: the kernel's pid_max.
-    pub pid_max: u32,
-    pub ring_bytes: u32,
-    /// Records carry the caller's cgroup id (container attribution).
-    pub cgroup_ids: bool,
+/// What the object is loaded with: the values of its globals (frozen
+/// `.rodata`, so the verifier prunes what they turn off) and map sizes.
+/// Shared settings are set here; each probe's `prepare` adds its own.
+pub(crate) struct LoadPlan {
+    globals: Vec<(&'static str, Vec<u8>)>,
+    map_sizes: Vec<(&'static str, u32)>,
 }
 
-pub fn load(opts: &LoadOptions) -> Result<Ebpf> {
+impl LoadPlan {
+    pub(crate) fn new(opts: &crate::probes::StartOptions) -> LoadPlan {
+        let mut plan = LoadPlan {
+            globals: Vec::new(),
+            map_sizes: Vec::new(),
+        };
+        plan.global("TARGET_TGID", &opts.target_tgid);
+        plan.global("FOLLOW_CHILDREN", &u32::from(opts.follow_children));
+        plan.global("CGROUP_IDS", &u32::from(opts.attribution.is_some()));
+        plan.global("BUCKET_NS", crate::histogram::layout().padded());
+        plan
+    }
+
+    /// Sets global `name` (replacing an earlier value).
+    pub(crate) fn global<T: aya::Pod>(&mut self, name: &'static str, value: &T) {
+        // SAFETY: T is Pod: plain bytes with no padding the kernel could misread.
+        let bytes =
+            unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) };
+        self.globals.retain(|(n, _)| *n != name);
+        self.globals.push((name, bytes.to_vec()));
+    }
+
+    /// Sets the number of entries of map `name`.
+    pub(crate) fn map_size(&mut self, name: &'static str, entries: u32) {
+        self.map_sizes.retain(|(n, _)| *n != name);
+        self.map_sizes.push((name, entries));
+    }
+}
+
+pub(crate) fn load(plan: &LoadPlan) -> Result<Ebpf> {
     check_privileges(false)?;
-    let wakeup_bytes = u64::from(opts.ring_bytes / 4);
-    let follow_children = u32::from(opts.follow_children);
-    let cgroup_ids = u32::from(opts.cgroup_ids);
     let mut loader = EbpfLoader::new();
-    loader
-        .override_global("TARGET_TGID", &opts.target_tgid, true)
-        .override_global("FOLLOW_CHILDREN", &follow_children, true)
-        .override_global("CGROUP_IDS", &cgroup_ids, true)
-        .override_global("SYSCALL_WAKEUP_BYTES", &wakeup_bytes, true)
-        .override_global("TCP_OFFSETS", &opts.tcp_offsets, true)
-        .override_global("TASK_OFFSETS", &opts.task_offsets, true)
-        .override_global("BUCKET_NS", crate::histogram::layout().padded(), true)
-        .map_max_entries("RUNQ_START", opts.pid_max)
-        .map_max_entries("SYSCALL_START", opts.pid_max)
-        .map_max_entries("SYSCALL_EVENTS", opts.ring_bytes)
-        // Preallocated per CPU: only worth its memory with attribution on.
-        .map_max_entries(
-            "RUNQ_CGROUP_HIST",
-            if opts.cgroup_ids {
-                agent_common::sched::CGROUP_HIST_ENTRIES
-            } else {
-                1
-            },
-        );
+    for (name, bytes) in &plan.globals {
+        loader.override_global(name, bytes.as_slice(), true);
+    }
+    for &(name, entries) in &plan.map_sizes {
+        loader.map_max_entries(name, entries);
+    }
     loader.load(OBJECT).map_err(|e| explain(e.into()))
 }
 

@@ -20,7 +20,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Node mode (the default): trace the node and serve /metrics.
-    #[command(after_help = crate::config::HELP)]
+    #[command(after_help = CONFIG_HELP)]
     Run(Box<RunArgs>),
     /// Watch one process live: attach to a PID, or run a command and trace it.
     Attach(AttachArgs),
@@ -74,10 +74,10 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 64)]
     pub unknown_syscall_budget: usize,
 
-    /// eBPF probes to run, comma separated: syscalls, tcp, sched; or `none`
-    /// (only the /proc collectors).
-    #[arg(long, value_delimiter = ',', default_value = "syscalls,tcp,sched",
-          value_parser = ["syscalls", "tcp", "sched", "none"])]
+    /// eBPF probes to run, comma separated (the possible values below, from
+    /// the probe table); `none` runs only the /proc collectors.
+    #[arg(long, value_delimiter = ',', default_value = crate::probes::all_names(),
+          value_parser = crate::probes::names_parser())]
     pub probes: Vec<String>,
 
     /// Destinations (ip:port) of outgoing TCP connects exported as their own
@@ -97,7 +97,7 @@ pub struct RunArgs {
     pub containers: Box<crate::k8s::args::ContainerArgs>,
 
     #[command(flatten)]
-    pub config: crate::config::ConfigArgs,
+    pub config: ConfigArgs,
 }
 
 impl Default for RunArgs {
@@ -221,4 +221,34 @@ mod tests {
         assert!(a.children && a.pid.is_none());
         assert!(Cli::try_parse_from(["agent", "attach", "--pid", "1", "--", "ls"]).is_err());
     }
+}
+
+/// The end of `agent run --help`.
+pub const CONFIG_HELP: &str = "Every flag is also an environment variable, EBPF_AGENT_<FLAG> \
+(EBPF_AGENT_RING_BUFFER_BYTES), and a key of the --config file (ring-buffer-bytes). \
+Flags win over the environment, which wins over the file. See docs/configuration.md.";
+
+/// The configuration flags themselves (flattened into `agent run`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ConfigArgs {
+    /// Read settings from this TOML (.toml) or YAML (.yaml, .yml) file: keys
+    /// are these flags' long names. Flags and EBPF_AGENT_* variables override
+    /// it; SIGHUP re-reads it. See docs/configuration.md.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<std::path::PathBuf>,
+
+    /// Validate flags, environment and config file, print every setting with
+    /// its source (flag, env, file, default), and exit.
+    #[arg(long)]
+    pub check_config: bool,
+
+    /// Log line format on stderr: text, or json (one object per line); auto
+    /// is text.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub log_format: crate::logging::LogFormat,
+
+    /// Log level (error, warn, info, debug, trace) or a tracing filter such
+    /// as `info,agent::collectors=debug`. RUST_LOG, if set, overrides it.
+    #[arg(long, value_name = "LEVEL", default_value = "info", value_parser = crate::logging::parse_filter)]
+    pub log_level: String,
 }

@@ -154,6 +154,7 @@ impl LatencyHistogram {
         self.count
     }
 
+    #[cfg(test)]
     pub fn sum_ns(&self) -> u128 {
         self.sum_ns
     }

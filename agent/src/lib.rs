@@ -1,30 +1,32 @@
 //! The eBPF telemetry agent: kernel probes drained into HDR histograms and
 //! served as Prometheus metrics. See docs/design.md for the shape and reasons.
 
-pub mod aggregate;
-pub mod attach;
-pub mod bpf;
-pub mod btf;
+// The binary needs these; everything else is the crate's own.
 pub mod cli;
-pub mod collectors;
 pub mod config;
-mod errno_table;
-pub mod export;
-pub mod exposition;
-pub mod histogram;
-pub mod k8s;
 pub mod logging;
-pub mod names;
-pub mod node;
-pub mod privileges;
-pub mod probes;
 pub mod reload;
-pub mod shutdown;
-pub mod stats;
-mod syscall_table;
-pub mod target;
-pub mod tcp;
-pub mod tracefs;
+
+mod attach;
+mod bpf;
+mod btf;
+mod by_slot;
+mod collectors;
+mod export;
+mod exposition;
+mod histogram;
+mod k8s;
+mod node;
+mod privileges;
+mod probes;
+mod self_metrics;
+mod shutdown;
+mod stats;
+mod target;
+mod tracefs;
+
+/// Every eBPF and agent metric starts with this.
+pub(crate) const PREFIX: &str = "ebpf_agent";
 
 use cli::{Cli, Command};
 

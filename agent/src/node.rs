@@ -3,6 +3,7 @@
 
 use crate::bpf;
 use crate::config::Loaded;
+use crate::self_metrics::{self, BpfStats};
 use crate::{collectors, export, k8s, probes, reload, shutdown, target, tracefs};
 use anyhow::Result;
 use std::sync::Arc;
@@ -32,17 +33,7 @@ pub async fn run(config: Loaded) -> Result<()> {
     // Bind first: a busy port should fail before anything touches the kernel.
     let listener = export::bind(args.listen).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let probes::Started {
-        ebpf,
-        kernel,
-        stats,
-        syscalls,
-        tcp,
-        tcp_collector,
-        runq,
-        tasks,
-        ..
-    } = probes::start_all(
+    let started = probes::start_all(
         &probes::StartOptions {
             target_tgid,
             follow_children: false,
@@ -52,11 +43,13 @@ pub async fn run(config: Loaded) -> Result<()> {
             flush_interval: Duration::from_millis(args.flush_interval_ms),
             unknown_syscall_budget: args.unknown_syscall_budget,
             tcp_destination_budget: args.tcp_destination_budget,
-            probes: probes::Probes::from_names(&args.probes),
+            probes: args.probes.clone(),
             attribution: attribution.clone(),
         },
         stop_rx.clone(),
     )?;
+    // Needs CAP_SYS_ADMIN, so before the drop; held until exit.
+    let bpf_stats = BpfStats::enable(&args.collectors.procfs);
     let traced = args
         .pid
         .map(|pid| args.collectors.procfs.join(pid.to_string()));
@@ -64,25 +57,24 @@ pub async fn run(config: Loaded) -> Result<()> {
 
     let reloads = reload::Metrics::new();
     let registries = vec![
-        export::registry(
-            syscalls.clone(),
-            attribution.clone(),
-            tcp_collector,
-            runq,
-            stats.clone(),
-            Some(kernel),
-        ),
+        self_metrics::registry(&started, attribution.clone(), bpf_stats.as_ref()),
         node_registry,
         reloads.registry(),
         crate::privileges::registry(),
     ];
+    let probes::Started {
+        ebpf,
+        stats,
+        running,
+        tasks,
+        ..
+    } = started;
     if let Some(a) = attribution {
         k8s::spawn_housekeeping(a, stop_rx.clone());
     }
     let live = reload::Live {
         node,
-        syscalls,
-        tcp,
+        probes: running.into_iter().map(|(_, r)| r).collect(),
     };
     tokio::spawn(reload::run(hangup, config, live, reloads, stop_rx.clone()));
     let addr = listener.local_addr()?;
@@ -96,6 +88,7 @@ pub async fn run(config: Loaded) -> Result<()> {
     tracing::info!("stopping: detaching probes");
     let _ = stop_tx.send(true);
     drop(ebpf); // detaches every program
+    drop(bpf_stats);
     tracing::debug!("probes detached");
     // Open keep-alive connections must not hold up the exit.
     let grace = Duration::from_millis(500);

@@ -3,58 +3,107 @@
 //! nothing. Nothing is rebuilt that did not change: the eBPF aggregates keep
 //! their counts, unaffected collectors keep their state.
 
-use crate::aggregate::SyscallsBySlot;
 use crate::cli::RunArgs;
 use crate::collectors::live::NodeSet;
 use crate::config::{Change, Loaded, Settings};
-use crate::tcp::TcpAggregate;
+use crate::probes::Running;
 use anyhow::{Context, Result};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 
-/// The keys a reload applies. Every other key, including any flag added
-/// later, needs a restart: making a key live takes code in [`take_live`].
-pub const LIVE_KEYS: [&str; 12] = [
-    "collectors",
-    "no-collector",
-    "netdev-virtual",
-    "netdev-exclude",
-    "diskstats-exclude",
-    "filesystem-mount-exclude",
-    "filesystem-type-exclude",
-    "filesystem-timeout-ms",
-    "vmstat-fields",
-    "unknown-syscall-budget",
-    "tcp-destination-budget",
-    "log-level",
+/// A key a reload applies, and how its value is taken from the new
+/// configuration. Every other key, including any flag added later, needs a
+/// restart: a key becomes live by a line here (and code that applies it).
+pub struct LiveKey {
+    pub key: &'static str,
+    take: fn(&mut RunArgs, &RunArgs),
+}
+
+/// Every live key: the collectors' settings, the probes' budgets, logging.
+pub const LIVE: &[LiveKey] = &[
+    LiveKey {
+        key: "collectors",
+        take: |to, from| to.collectors.collectors = from.collectors.collectors.clone(),
+    },
+    LiveKey {
+        key: "no-collector",
+        take: |to, from| to.collectors.no_collector = from.collectors.no_collector.clone(),
+    },
+    LiveKey {
+        key: "netdev-virtual",
+        take: |to, from| {
+            to.collectors.options.netdev_virtual = from.collectors.options.netdev_virtual
+        },
+    },
+    LiveKey {
+        key: "netdev-exclude",
+        take: |to, from| {
+            to.collectors.options.netdev_exclude = from.collectors.options.netdev_exclude.clone()
+        },
+    },
+    LiveKey {
+        key: "diskstats-exclude",
+        take: |to, from| {
+            to.collectors.options.diskstats_exclude =
+                from.collectors.options.diskstats_exclude.clone()
+        },
+    },
+    LiveKey {
+        key: "filesystem-mount-exclude",
+        take: |to, from| {
+            to.collectors.options.filesystem_mount_exclude =
+                from.collectors.options.filesystem_mount_exclude.clone()
+        },
+    },
+    LiveKey {
+        key: "filesystem-type-exclude",
+        take: |to, from| {
+            to.collectors.options.filesystem_type_exclude =
+                from.collectors.options.filesystem_type_exclude.clone()
+        },
+    },
+    LiveKey {
+        key: "filesystem-timeout-ms",
+        take: |to, from| {
+            to.collectors.options.filesystem_timeout_ms =
+                from.collectors.options.filesystem_timeout_ms
+        },
+    },
+    LiveKey {
+        key: "vmstat-fields",
+        take: |to, from| {
+            to.collectors.options.vmstat_fields = from.collectors.options.vmstat_fields.clone()
+        },
+    },
+    LiveKey {
+        key: "unknown-syscall-budget",
+        take: |to, from| to.unknown_syscall_budget = from.unknown_syscall_budget,
+    },
+    LiveKey {
+        key: "tcp-destination-budget",
+        take: |to, from| to.tcp_destination_budget = from.tcp_destination_budget,
+    },
+    LiveKey {
+        key: "log-level",
+        take: |to, from| to.config.log_level = from.config.log_level.clone(),
+    },
 ];
 
 pub fn is_live(key: &str) -> bool {
-    LIVE_KEYS.contains(&key)
+    LIVE.iter().any(|k| k.key == key)
 }
 
 /// Copies the live keys' values from `new` into `running`.
 fn take_live(running: &mut RunArgs, new: &RunArgs) {
-    let (to, from) = (&mut running.collectors, &new.collectors);
-    to.collectors = from.collectors.clone();
-    to.no_collector = from.no_collector.clone();
-    let (to, from) = (&mut to.options, &from.options);
-    to.netdev_virtual = from.netdev_virtual;
-    to.netdev_exclude = from.netdev_exclude.clone();
-    to.diskstats_exclude = from.diskstats_exclude.clone();
-    to.filesystem_mount_exclude = from.filesystem_mount_exclude.clone();
-    to.filesystem_type_exclude = from.filesystem_type_exclude.clone();
-    to.filesystem_timeout_ms = from.filesystem_timeout_ms;
-    to.vmstat_fields = from.vmstat_fields.clone();
-    running.unknown_syscall_budget = new.unknown_syscall_budget;
-    running.tcp_destination_budget = new.tcp_destination_budget;
-    running.config.log_level = new.config.log_level.clone();
+    for k in LIVE {
+        (k.take)(running, new);
+    }
 }
 
 /// Until the handler below is installed, SIGHUP's default action would kill
@@ -77,10 +126,10 @@ impl Hangup {
 }
 
 /// What a reload can change in the running agent.
-pub struct Live {
+pub(crate) struct Live {
     pub node: NodeSet,
-    pub syscalls: Arc<Mutex<SyscallsBySlot>>,
-    pub tcp: Arc<Mutex<TcpAggregate>>,
+    /// The running probes: each takes its live keys (budgets).
+    pub probes: Vec<Box<dyn Running>>,
 }
 
 /// `ebpf_agent_config_*`, as Prometheus exports about its own config.
@@ -104,7 +153,7 @@ impl Metrics {
     }
 
     pub fn registry(&self) -> Registry {
-        let mut r = Registry::with_prefix(crate::export::PREFIX);
+        let mut r = Registry::with_prefix(crate::PREFIX);
         r.register(
             "config_reloads",
             "Config reloads (SIGHUP), by result",
@@ -141,7 +190,7 @@ fn now() -> f64 {
 }
 
 /// Reloads on every SIGHUP until `stop` flips.
-pub async fn run(
+pub(crate) async fn run(
     mut hangup: Hangup,
     mut running: Loaded,
     mut live: Live,
@@ -185,8 +234,9 @@ fn apply(running: &mut Loaded, new: Loaded, live: &mut Live) -> Result<(), Strin
         .node
         .reconfigure(&args.collectors)
         .map_err(|e| format!("{e:#}"))?;
-    lock(&live.syscalls).set_budget(args.unknown_syscall_budget);
-    lock(&live.tcp).set_budget(args.tcp_destination_budget);
+    for probe in &live.probes {
+        probe.reload(&args);
+    }
     if now.iter().any(|c| c.key == "log-level")
         && let Err(e) = crate::logging::set_level(&args.config.log_level)
     {
@@ -227,10 +277,6 @@ fn merged(old: &Settings, new: &Settings) -> Settings {
             })
             .collect(),
     )
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

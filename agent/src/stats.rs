@@ -1,6 +1,8 @@
 //! The agent's own state that /metrics reports: events received, losses in
 //! userspace, which probes are attached, readiness.
 
+use crate::probes::Probe;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 #[derive(Debug, Default)]
@@ -18,30 +20,35 @@ impl ProbeStats {
     pub fn add_events(&self, n: u64) {
         self.events.fetch_add(n, Relaxed);
     }
+
+    pub fn add_decode_error(&self) {
+        self.decode_errors.fetch_add(1, Relaxed);
+    }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct AgentStats {
-    pub syscalls: ProbeStats,
-    pub tcp: ProbeStats,
-    pub sched: ProbeStats,
+    /// Every probe of the table, enabled or not, in table order.
+    pub probes: Vec<(&'static Probe, Arc<ProbeStats>)>,
     /// True once every probe that could attach is attached.
     pub ready: AtomicBool,
 }
 
 impl AgentStats {
-    /// Probes that stream events to userspace (sched aggregates in the kernel:
-    /// its event count is `runqueue_latency_seconds_count`).
-    pub fn streaming(&self) -> [(&'static str, &ProbeStats); 2] {
-        [("syscalls", &self.syscalls), ("tcp", &self.tcp)]
+    pub(crate) fn new(table: &[&'static Probe]) -> AgentStats {
+        AgentStats {
+            probes: table.iter().map(|&p| (p, Arc::default())).collect(),
+            ready: AtomicBool::new(false),
+        }
     }
 
-    /// (probe label, stats) for every probe, for uniform export.
-    pub fn probes(&self) -> [(&'static str, &ProbeStats); 3] {
-        [
-            ("syscalls", &self.syscalls),
-            ("tcp", &self.tcp),
-            ("sched", &self.sched),
-        ]
+    /// The stats of the probe named `name` (one of the table's).
+    pub(crate) fn of(&self, name: &str) -> &Arc<ProbeStats> {
+        let (_, stats) = self
+            .probes
+            .iter()
+            .find(|(p, _)| p.name == name)
+            .expect("a probe of the table");
+        stats
     }
 }

@@ -11,13 +11,11 @@ pub mod spawn;
 pub mod view;
 
 use crate::cli::AttachArgs;
-use crate::probes::sched::RunqCollector;
+use crate::probes::{Loss, PROBES};
 use crate::{bpf, export, probes, shutdown, target};
-use agent_common::counters::{SYSCALL_RINGBUF_DROPS, TCP_RINGBUF_DROPS};
 use anyhow::{Result, bail};
 use snapshot::{ExitInfo, ProbeState, Snapshot, Snapshotter, Sources};
 use std::io::{IsTerminal, Write};
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -33,21 +31,6 @@ enum End {
     Signal,
     /// The target exited; the status is known for a command the agent ran.
     Exited(Option<std::process::ExitStatus>),
-}
-
-/// Lets the run-queue histogram be both read by the view and served.
-struct SharedRunq(Arc<RunqCollector>);
-
-impl std::fmt::Debug for SharedRunq {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl prometheus_client::collector::Collector for SharedRunq {
-    fn encode(&self, enc: prometheus_client::encoding::DescriptorEncoder) -> std::fmt::Result {
-        self.0.encode(enc)
-    }
 }
 
 fn comm(procfs: &std::path::Path, pid: u32) -> String {
@@ -89,7 +72,7 @@ pub async fn run(args: AttachArgs) -> Result<()> {
             flush_interval: FLUSH_INTERVAL,
             unknown_syscall_budget: 64,
             tcp_destination_budget: 50,
-            probes: probes::Probes::ALL,
+            probes: PROBES.iter().map(|p| p.name.to_string()).collect(),
             attribution: None,
         },
         stop_rx.clone(),
@@ -103,69 +86,65 @@ pub async fn run(args: AttachArgs) -> Result<()> {
     }
     let comm = comm(&args.procfs, pid);
 
-    let probes::Started {
-        ebpf,
-        kernel,
-        stats,
-        syscalls,
-        tcp,
-        tcp_collector,
-        runq,
-        tasks,
-        missing,
-    } = started;
-    let runq = runq.map(Arc::new);
     let server = listener.map(|listener| {
-        let mut registry = export::registry(
-            syscalls.clone(),
-            None,
-            tcp_collector,
-            None,
-            stats.clone(),
-            Some(kernel.clone()),
-        );
-        if let Some(runq) = &runq {
-            registry.register_collector(Box::new(SharedRunq(runq.clone())));
-        }
+        let registry = crate::self_metrics::registry(&started, None, None);
         if let Ok(addr) = listener.local_addr() {
             tracing::info!("metrics for PID {pid} on http://{addr}/metrics");
         }
         tokio::spawn(export::serve(
             listener,
             vec![registry],
-            stats.clone(),
+            started.stats.clone(),
             stop_rx.clone(),
         ))
     });
+    let probes::Started {
+        ebpf,
+        kernel,
+        stats,
+        running,
+        tasks,
+        missing,
+        ..
+    } = started;
     let probe_states = || -> Vec<ProbeState> {
-        [
-            ("syscalls", &stats.syscalls),
-            ("tcp", &stats.tcp),
-            ("sched", &stats.sched),
-        ]
-        .into_iter()
-        .map(|(probe, s)| ProbeState {
-            probe,
-            attached: s.attached.load(Relaxed),
-            reason: missing
-                .iter()
-                .find(|(p, _)| *p == probe)
-                .map(|(_, r)| r.clone()),
-        })
-        .collect()
+        stats
+            .probes
+            .iter()
+            .map(|(probe, s)| ProbeState {
+                probe: probe.name,
+                attached: s.attached.load(Relaxed),
+                reason: missing
+                    .iter()
+                    .find(|(p, _)| *p == probe.name)
+                    .map(|(_, r)| r.clone()),
+            })
+            .collect()
     };
-    let tcp_attached = stats.tcp.attached.load(Relaxed);
+    // What the kernel could not deliver: every ring buffer's overflow.
+    let events_lost = || -> u64 {
+        PROBES
+            .iter()
+            .flat_map(|p| p.losses)
+            .filter(|(stage, _)| *stage == "ringbuf_full")
+            .map(|(_, loss)| match loss {
+                Loss::Kernel(index) => kernel.get(*index),
+                Loss::Decode => 0,
+            })
+            .sum()
+    };
+    let views = running
+        .iter()
+        .filter_map(|(_, r)| r.attach_view())
+        .collect();
     let mut procstat = procstat::ProcStat::new(&args.procfs, pid);
-    let mut snapshots = Snapshotter::new(pid, comm);
+    let mut snapshots = Snapshotter::new(pid, comm, views);
     let mut take = |is_final: bool, process: Option<procstat::ProcStats>| -> Snapshot {
         snapshots.take(
             Sources {
-                syscalls: &syscalls,
-                tcp: tcp_attached.then_some(&*tcp),
-                runq: runq.as_ref().and_then(|r| r.snapshot()),
                 probes: probe_states(),
                 process,
-                events_lost: kernel.get(SYSCALL_RINGBUF_DROPS) + kernel.get(TCP_RINGBUF_DROPS),
+                events_lost: events_lost(),
             },
             is_final,
         )

@@ -2,22 +2,19 @@
 //! distribution as runqlat draws it, TCP connects and the process's /proc
 //! figures, in at most 80 columns.
 
-use super::snapshot::{Runqueue, Snapshot, Tcp};
+use super::snapshot::Snapshot;
 use std::fmt::Write;
 
 /// Screen width the view fits in.
-pub const WIDTH: usize = 80;
-/// Syscall rows in the live view (the final summary shows more).
-const LIVE_ROWS: usize = 12;
-const FINAL_ROWS: usize = 30;
+pub(crate) const WIDTH: usize = 80;
 /// Width of the histogram bars.
-const BAR: usize = 36;
+pub(crate) const BAR: usize = 36;
 
 /// ANSI: clear the screen and move the cursor home.
 pub const CLEAR: &str = "\x1b[2J\x1b[H";
 
 /// `1.5ms`-style durations, at most 7 characters.
-pub fn duration(ns: u64) -> String {
+pub(crate) fn duration(ns: u64) -> String {
     let ns = ns as f64;
     match ns {
         n if n < 1e3 => format!("{n:.0}ns"),
@@ -28,7 +25,7 @@ pub fn duration(ns: u64) -> String {
 }
 
 /// Bucket bound labels: 0, 1us, 2.5us, ..., 10s.
-fn bound(ns: u64) -> String {
+pub(crate) fn bound(ns: u64) -> String {
     let trim = |v: f64, unit: &str| {
         let s = format!("{v:.1}");
         format!("{}{unit}", s.trim_end_matches(".0"))
@@ -42,7 +39,7 @@ fn bound(ns: u64) -> String {
 }
 
 /// A count in at most `width` characters: exact when it fits, else 12.3M-style.
-fn compact(n: f64, width: usize) -> String {
+pub(crate) fn compact(n: f64, width: usize) -> String {
     let exact = format!("{n:.0}");
     if exact.len() <= width {
         return exact;
@@ -66,7 +63,7 @@ fn bytes(n: u64) -> String {
     }
 }
 
-fn clip(s: &str) -> String {
+pub(crate) fn clip(s: &str) -> String {
     s.chars().take(WIDTH).collect()
 }
 
@@ -109,129 +106,18 @@ pub fn render(s: &Snapshot) -> String {
         let _ = writeln!(out, "lost events (ring buffer full): {}", s.events_lost);
     }
     out.push('\n');
-    syscalls(&mut out, s);
-    if let Some(r) = &s.runqueue {
-        out.push('\n');
-        runqueue(&mut out, r);
-    }
-    if let Some(t) = &s.tcp {
-        out.push('\n');
-        tcp(&mut out, t);
+    for render in crate::probes::PROBES.iter().filter_map(|p| p.render) {
+        render(&mut out, s);
     }
     out
 }
 
-fn syscalls(out: &mut String, s: &Snapshot) {
-    if !s.probes.iter().any(|p| p.probe == "syscalls" && p.attached) {
-        return;
-    }
-    let _ = writeln!(
-        out,
-        "{:<18} {:>10} {:>8} {:>10} {:>8} {:>8} {:>8}",
-        "SYSCALL", "COUNT", "ERRORS", "RATE/s", "P50", "P99", "MAX"
-    );
-    let rows = if s.is_final { FINAL_ROWS } else { LIVE_ROWS };
-    for r in s.syscalls.iter().take(rows) {
-        let name: String = r.name.chars().take(18).collect();
-        let _ = writeln!(
-            out,
-            "{name:<18} {:>10} {:>8} {:>10} {:>8} {:>8} {:>8}",
-            compact(r.count as f64, 10),
-            compact(r.errors as f64, 8),
-            compact(r.rate_per_s, 10),
-            duration(r.p50_ns),
-            duration(r.p99_ns),
-            duration(r.max_ns)
-        );
-    }
-    if s.syscalls.len() > rows {
-        let _ = writeln!(out, "... {} more syscalls", s.syscalls.len() - rows);
-    }
-    if s.syscalls.is_empty() {
-        let _ = writeln!(out, "(no syscalls yet)");
-    }
-}
-
-/// runqlat's log2 histogram, over the exported 1-2.5-5 buckets: rows from the
-/// first to the last non-empty bucket, bars scaled to the largest.
-fn runqueue(out: &mut String, r: &Runqueue) {
-    let avg = r.sum_ns.checked_div(r.count).unwrap_or(0);
-    let _ = writeln!(
-        out,
-        "RUN QUEUE LATENCY  waits {}  avg {}  (+{} this interval)",
-        r.count,
-        duration(avg),
-        r.interval_count
-    );
-    let first = r.buckets.iter().position(|b| b.count > 0);
-    let last = r.buckets.iter().rposition(|b| b.count > 0);
-    let (Some(first), Some(last)) = (first, last) else {
-        let _ = writeln!(out, "(no waits yet)");
-        return;
-    };
-    let max = r.buckets.iter().map(|b| b.count).max().unwrap_or(1).max(1);
-    let _ = writeln!(out, "{:>19} : {:<8} distribution", "wait", "count");
-    for i in first..=last {
-        let lo = if i == 0 {
-            0
-        } else {
-            r.buckets[i - 1].le_ns.unwrap_or(0)
-        };
-        let hi = r.buckets[i].le_ns.map_or("inf".to_string(), bound);
-        let label = format!("{} -> {hi}", bound(lo));
-        let n = r.buckets[i].count;
-        let stars = ((n as u128 * BAR as u128).div_ceil(max as u128)) as usize;
-        let _ = writeln!(
-            out,
-            "{label:>19} : {n:<8} |{:<BAR$}|",
-            "*".repeat(stars.min(BAR))
-        );
-    }
-}
-
-fn tcp(out: &mut String, t: &Tcp) {
-    let failures: Vec<String> = t
-        .by_outcome
-        .iter()
-        .filter(|&(&o, &n)| o != "success" && n > 0)
-        .map(|(o, n)| format!("{o} {n}"))
-        .collect();
-    let head = format!(
-        "TCP CONNECTS  {}  ok {}  failed: {}",
-        t.connects,
-        t.by_outcome.get("success").copied().unwrap_or(0),
-        if failures.is_empty() {
-            "none".to_string()
-        } else {
-            failures.join(", ")
-        }
-    );
-    let _ = writeln!(out, "{}", clip(&head));
-    if t.connects == 0 {
-        return;
-    }
-    let _ = writeln!(
-        out,
-        "latency  p50 {}  p99 {}  max {}",
-        duration(t.p50_ns),
-        duration(t.p99_ns),
-        duration(t.max_ns)
-    );
-    let _ = writeln!(
-        out,
-        "{:<47} {:<12} {:>8}",
-        "DESTINATION", "OUTCOME", "COUNT"
-    );
-    for d in t.destinations.iter().take(5) {
-        let dest: String = d.destination.chars().take(47).collect();
-        let _ = writeln!(out, "{dest:<47} {:<12} {:>8}", d.outcome, d.count);
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::super::snapshot::{Bucket, ProbeState, SyscallRow};
+    use super::super::snapshot::ProbeState;
     use super::*;
+    use crate::probes::sched::view::{Bucket, Runqueue};
+    use crate::probes::syscalls::view::SyscallRow;
 
     fn snapshot() -> Snapshot {
         let mut buckets: Vec<Bucket> = agent_common::buckets::DEFAULT_NS

@@ -2,9 +2,16 @@
 //! read the same file. Tick counts are in USER_HZ and exported in seconds.
 
 use super::family::Family;
-use super::{Source, read, user_hz};
+use super::{Registration, Source, read, user_hz};
 use anyhow::{Result, bail};
 use std::path::{Path, PathBuf};
+
+/// `--collectors cpu`.
+pub(super) const COLLECTOR: Registration = Registration {
+    name: "cpu",
+    build: |a, _| Box::new(Cpu::new(&a.procfs)),
+    options: super::no_options,
+};
 
 /// /proc/stat's per-CPU columns that node_cpu_seconds_total exports, in order.
 const MODES: [&str; 8] = [

@@ -3,10 +3,22 @@
 //! kernel's unit for this file); times are milliseconds, exported in seconds.
 
 use super::family::{Family, Kind};
-use super::{Source, read};
+use super::{Registration, Source, read};
 use anyhow::Result;
 use regex::Regex;
 use std::path::{Path, PathBuf};
+
+/// `--collectors diskstats`.
+pub(super) const COLLECTOR: Registration = Registration {
+    name: "diskstats",
+    build: |a, _| {
+        Box::new(Diskstats::new(
+            &a.procfs,
+            a.options.diskstats_exclude.clone(),
+        ))
+    },
+    options: |o| o.diskstats_exclude.as_str().to_string(),
+};
 
 const SECTOR_BYTES: f64 = 512.0;
 const MS: f64 = 0.001;

@@ -105,7 +105,8 @@ impl Family {
         Ok(())
     }
 
-    /// The value of the sample with exactly these labels (for tests).
+    /// The value of the sample with exactly these labels.
+    #[cfg(test)]
     pub fn get(&self, labels: &[(&str, &str)]) -> Option<f64> {
         self.samples
             .iter()
@@ -137,7 +138,8 @@ fn write_value(m: &mut MetricEncoder, kind: Kind, v: f64) -> std::fmt::Result {
     }
 }
 
-/// Finds a family by name in a collector's output (for tests).
+/// Finds a family by name in a collector's output.
+#[cfg(test)]
 pub fn find<'a>(families: &'a [Family], name: &str) -> Option<&'a Family> {
     families.iter().find(|f| f.name == name)
 }

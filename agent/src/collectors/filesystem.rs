@@ -8,7 +8,7 @@
 //! not asked again until its pending call returns.
 
 use super::family::Family;
-use super::{Source, read};
+use super::{Registration, Source, read};
 use anyhow::Result;
 use regex::Regex;
 use std::collections::HashSet;
@@ -19,6 +19,31 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// `--collectors filesystem`.
+pub(super) const COLLECTOR: Registration = Registration {
+    name: "filesystem",
+    build: |a, _| {
+        let o = &a.options;
+        Box::new(Filesystem::new(
+            &a.procfs,
+            &a.rootfs,
+            Filters {
+                mount_exclude: o.filesystem_mount_exclude.clone(),
+                type_exclude: o.filesystem_type_exclude.clone(),
+            },
+            std::time::Duration::from_millis(o.filesystem_timeout_ms),
+        ))
+    },
+    options: |o| {
+        format!(
+            "{} {} {}",
+            o.filesystem_mount_exclude.as_str(),
+            o.filesystem_type_exclude.as_str(),
+            o.filesystem_timeout_ms
+        )
+    },
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Mount {

@@ -3,7 +3,7 @@
 //! source and counter guard, so its series go on exactly as before; only
 //! collectors turned on, off or given new options are touched.
 
-use super::{CollectorArgs, CollectorName, Entry, NodeCollectors, check_procfs, source};
+use super::{CollectorArgs, CollectorName, Entry, NodeCollectors, check_procfs};
 use anyhow::Result;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
@@ -34,7 +34,10 @@ pub struct NodeSet {
 }
 
 /// The node collectors' registry, and the handle to change them later.
-pub fn registry(args: &CollectorArgs, target_pid: Option<u32>) -> Result<(Registry, NodeSet)> {
+pub(crate) fn registry(
+    args: &CollectorArgs,
+    target_pid: Option<u32>,
+) -> Result<(Registry, NodeSet)> {
     let current: Shared = Arc::new(Mutex::new(Arc::new(NodeCollectors {
         sources: Vec::new(),
     })));
@@ -72,7 +75,7 @@ impl NodeSet {
                             "started"
                         };
                         changes.push(format!("collector {} {what}", name.as_str()));
-                        let entry = Entry::new(name, source(name, args, self.target_pid));
+                        let entry = Entry::new(name, (name.0.build)(args, self.target_pid));
                         (options, Arc::new(entry))
                     }
                 }
@@ -91,33 +94,14 @@ impl NodeSet {
     }
 }
 
-/// Everything `source()` builds collector `name` from: a collector is
-/// rebuilt when this changes. Keep in step with `source()`.
+/// Everything collector `name` is built from: it is rebuilt when this changes.
 fn options(name: CollectorName, args: &CollectorArgs) -> String {
-    let o = &args.options;
-    let specific = match name {
-        CollectorName::Netdev => format!(
-            "{} {:?}",
-            o.netdev_virtual,
-            o.netdev_exclude.as_ref().map(regex::Regex::as_str)
-        ),
-        CollectorName::Diskstats => o.diskstats_exclude.as_str().to_string(),
-        CollectorName::Filesystem => format!(
-            "{} {} {}",
-            o.filesystem_mount_exclude.as_str(),
-            o.filesystem_type_exclude.as_str(),
-            o.filesystem_timeout_ms
-        ),
-        CollectorName::Vmstat => o.vmstat_fields.as_str().to_string(),
-        CollectorName::Cpu
-        | CollectorName::Loadavg
-        | CollectorName::Meminfo
-        | CollectorName::Pressure
-        | CollectorName::Process => String::new(),
-    };
     format!(
-        "{:?} {:?} {:?} {specific}",
-        args.procfs, args.sysfs, args.rootfs
+        "{:?} {:?} {:?} {}",
+        args.procfs,
+        args.sysfs,
+        args.rootfs,
+        (name.0.options)(&args.options)
     )
 }
 

@@ -1,9 +1,16 @@
 //! /proc/loadavg: node_load1, node_load5, node_load15.
 
 use super::family::Family;
-use super::{Source, read};
+use super::{Registration, Source, read};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
+
+/// `--collectors loadavg`.
+pub(super) const COLLECTOR: Registration = Registration {
+    name: "loadavg",
+    build: |a, _| Box::new(Loadavg::new(&a.procfs)),
+    options: super::no_options,
+};
 
 /// The 1, 5 and 15 minute load averages.
 pub fn parse(text: &str) -> Result<[f64; 3]> {

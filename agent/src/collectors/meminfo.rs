@@ -2,9 +2,16 @@
 //! node_exporter's rules, so whatever fields this kernel has are exported.
 
 use super::family::{Family, Kind};
-use super::{Source, read};
+use super::{Registration, Source, read};
 use anyhow::{Result, bail};
 use std::path::{Path, PathBuf};
+
+/// `--collectors meminfo`.
+pub(super) const COLLECTOR: Registration = Registration {
+    name: "meminfo",
+    build: |a, _| Box::new(Meminfo::new(&a.procfs)),
+    options: super::no_options,
+};
 
 /// One field: node_exporter's key (`Active_anon_bytes`) and its value
 /// (bytes for kB fields, a plain count otherwise).

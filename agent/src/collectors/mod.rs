@@ -2,35 +2,35 @@
 //! labels, units, types), plus per-process metrics. Everything is read at
 //! scrape time. See docs/metrics.md, "Node (/proc) metrics".
 //!
-//! One file per /proc source. Each source implements [`Source`]; a single
+//! One file per /proc source, registered in [`COLLECTORS`] (its name, how it
+//! is built from the flags). Each source implements [`Source`]; a single
 //! prometheus-client `Collector` runs the enabled sources in turn, because the
 //! per-collector `ebpf_agent_scrape_collector_*` families must come once,
 //! after every source has run.
 
-pub mod cpu;
-pub mod diskstats;
-pub mod family;
-pub mod filesystem;
-pub mod live;
-pub mod loadavg;
-pub mod meminfo;
-pub mod monotonic;
-pub mod netdev;
-pub mod pressure;
-pub mod process;
-pub mod vmstat;
+mod cpu;
+mod diskstats;
+mod family;
+mod filesystem;
+pub(crate) mod live;
+mod loadavg;
+mod meminfo;
+mod monotonic;
+mod netdev;
+mod pressure;
+pub(crate) mod process;
+mod vmstat;
 
 use anyhow::{Context, Result, bail};
 use family::Family;
 use monotonic::CounterGuard;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
-use prometheus_client::registry::Registry;
 use regex::Regex;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// node_exporter's diskstats exclusion: partitions (their I/O is counted on
 /// the whole disk too) and RAM/loop/floppy devices. Newer node_exporters
@@ -44,67 +44,84 @@ pub const FILESYSTEM_TYPE_EXCLUDE: &str = r"^(autofs|binfmt_misc|bpf|cgroup2?|co
 /// node_exporter's default /proc/vmstat fields.
 pub const VMSTAT_FIELDS: &str = r"^(oom_kill|pgpg|pswp|pg.*fault).*";
 
-/// The node collectors, as named on the command line and in the
-/// `collector` label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CollectorName {
-    Cpu,
-    Loadavg,
-    Meminfo,
-    Netdev,
-    Diskstats,
-    Pressure,
-    Filesystem,
-    Vmstat,
-    Process,
+/// One /proc collector, registered once, in its own file (as node_exporter's
+/// `registerCollector`).
+pub(crate) struct Registration {
+    /// As named on the command line and in the `collector` label.
+    pub name: &'static str,
+    /// Builds the source from the flags (`process` also takes the traced PID).
+    pub build: fn(&CollectorArgs, Option<u32>) -> Box<dyn Source>,
+    /// The collector's own options as text: a reload rebuilds it when they
+    /// (or the filesystem roots) change.
+    pub options: fn(&CollectorOptions) -> String,
 }
 
-impl CollectorName {
-    pub const ALL: [CollectorName; 9] = [
-        CollectorName::Cpu,
-        CollectorName::Loadavg,
-        CollectorName::Meminfo,
-        CollectorName::Netdev,
-        CollectorName::Diskstats,
-        CollectorName::Pressure,
-        CollectorName::Filesystem,
-        CollectorName::Vmstat,
-        CollectorName::Process,
-    ];
+/// Every collector, in the order they are scraped.
+pub(crate) const COLLECTORS: [&Registration; 9] = [
+    &cpu::COLLECTOR,
+    &loadavg::COLLECTOR,
+    &meminfo::COLLECTOR,
+    &netdev::COLLECTOR,
+    &diskstats::COLLECTOR,
+    &pressure::COLLECTOR,
+    &filesystem::COLLECTOR,
+    &vmstat::COLLECTOR,
+    &process::COLLECTOR,
+];
 
+/// For collectors built from the filesystem roots alone.
+fn no_options(_: &CollectorOptions) -> String {
+    String::new()
+}
+
+/// A collector named on the command line (one of [`COLLECTORS`]).
+#[derive(Clone, Copy)]
+pub struct CollectorName(&'static Registration);
+
+impl CollectorName {
     pub fn as_str(self) -> &'static str {
-        match self {
-            CollectorName::Cpu => "cpu",
-            CollectorName::Loadavg => "loadavg",
-            CollectorName::Meminfo => "meminfo",
-            CollectorName::Netdev => "netdev",
-            CollectorName::Diskstats => "diskstats",
-            CollectorName::Pressure => "pressure",
-            CollectorName::Filesystem => "filesystem",
-            CollectorName::Vmstat => "vmstat",
-            CollectorName::Process => "process",
-        }
+        self.0.name
+    }
+
+    pub(crate) fn all() -> impl Iterator<Item = CollectorName> {
+        COLLECTORS.into_iter().map(CollectorName)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn named(name: &str) -> CollectorName {
+        parse_collector_name(name).unwrap()
+    }
+}
+
+impl PartialEq for CollectorName {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl std::fmt::Debug for CollectorName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
 fn valid_names() -> String {
-    CollectorName::ALL.map(CollectorName::as_str).join(", ")
+    COLLECTORS.map(|c| c.name).join(", ")
 }
 
 fn parse_collector_name(s: &str) -> Result<CollectorName, String> {
-    CollectorName::ALL
-        .into_iter()
+    CollectorName::all()
         .find(|c| c.as_str() == s.trim())
         .ok_or_else(|| format!("unknown collector `{s}`; valid names: {}", valid_names()))
 }
 
 /// A `--collectors` value: a comma-separated list, `all` or `none`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CollectorList(pub Vec<CollectorName>);
 
 fn parse_collector_list(s: &str) -> Result<CollectorList, String> {
     match s.trim() {
-        "all" => Ok(CollectorList(CollectorName::ALL.to_vec())),
+        "all" => Ok(CollectorList(CollectorName::all().collect())),
         "none" => Ok(CollectorList(Vec::new())),
         "" => Err(format!(
             "empty list; give names ({}), `all` or `none`",
@@ -138,10 +155,9 @@ pub struct CollectorArgs {
     #[arg(long, default_value = "/")]
     pub rootfs: PathBuf,
 
-    /// Node collectors to run, comma separated: cpu, loadavg, meminfo,
-    /// netdev, diskstats, pressure, filesystem, vmstat, process; or `all`,
-    /// or `none`.
-    #[arg(long, value_name = "LIST", default_value = "all", value_parser = parse_collector_list)]
+    /// Node collectors to run, comma separated, or `all`, or `none`.
+    #[arg(long, value_name = "LIST", default_value = "all", value_parser = parse_collector_list,
+          help = format!("Node collectors to run, comma separated: {}; or `all`, or `none`", valid_names()))]
     pub collectors: CollectorList,
 
     /// Turns one node collector off (repeatable); applied after --collectors.
@@ -193,8 +209,7 @@ pub struct CollectorOptions {
 impl CollectorArgs {
     /// The collectors to run, in a stable order, without duplicates.
     pub fn enabled(&self) -> Vec<CollectorName> {
-        CollectorName::ALL
-            .into_iter()
+        CollectorName::all()
             .filter(|c| self.collectors.0.contains(c) && !self.no_collector.contains(c))
             .collect()
     }
@@ -208,13 +223,6 @@ pub trait Source: Send + Sync + std::fmt::Debug {
     fn collect(&self, out: &mut Vec<Family>) -> Result<()>;
 }
 
-/// The node collectors' registry. Unprefixed: node_* and process_* names are
-/// node_exporter's and the client libraries', so existing dashboards work.
-/// [`live::registry`] also returns the handle that changes the set later.
-pub fn registry(args: &CollectorArgs, target_pid: Option<u32>) -> Result<Registry> {
-    live::registry(args, target_pid).map(|(r, _)| r)
-}
-
 fn check_procfs(procfs: &Path) -> Result<()> {
     let stat = procfs.join("stat");
     std::fs::metadata(&stat).with_context(|| {
@@ -225,37 +233,6 @@ fn check_procfs(procfs: &Path) -> Result<()> {
         )
     })?;
     Ok(())
-}
-
-fn source(name: CollectorName, args: &CollectorArgs, target_pid: Option<u32>) -> Box<dyn Source> {
-    let (procfs, o) = (&args.procfs, &args.options);
-    match name {
-        CollectorName::Cpu => Box::new(cpu::Cpu::new(procfs)),
-        CollectorName::Loadavg => Box::new(loadavg::Loadavg::new(procfs)),
-        CollectorName::Meminfo => Box::new(meminfo::Meminfo::new(procfs)),
-        CollectorName::Netdev => Box::new(netdev::Netdev::new(
-            procfs,
-            &args.sysfs,
-            o.netdev_virtual,
-            o.netdev_exclude.clone(),
-        )),
-        CollectorName::Diskstats => Box::new(diskstats::Diskstats::new(
-            procfs,
-            o.diskstats_exclude.clone(),
-        )),
-        CollectorName::Pressure => Box::new(pressure::Pressure::new(procfs)),
-        CollectorName::Filesystem => Box::new(filesystem::Filesystem::new(
-            procfs,
-            &args.rootfs,
-            filesystem::Filters {
-                mount_exclude: o.filesystem_mount_exclude.clone(),
-                type_exclude: o.filesystem_type_exclude.clone(),
-            },
-            Duration::from_millis(o.filesystem_timeout_ms),
-        )),
-        CollectorName::Vmstat => Box::new(vmstat::Vmstat::new(procfs, o.vmstat_fields.clone())),
-        CollectorName::Process => Box::new(process::Process::new(procfs, target_pid)),
-    }
 }
 
 #[derive(Debug)]
@@ -397,9 +374,12 @@ mod tests {
 
     #[test]
     fn all_collectors_by_default_and_flags_turn_them_off() {
-        assert_eq!(parse(&[]).unwrap().enabled(), CollectorName::ALL);
+        assert_eq!(
+            parse(&[]).unwrap().enabled(),
+            CollectorName::all().collect::<Vec<_>>()
+        );
         let a = parse(&["--collectors", "meminfo,cpu", "--no-collector", "cpu"]).unwrap();
-        assert_eq!(a.enabled(), [CollectorName::Meminfo]);
+        assert_eq!(a.enabled(), [CollectorName::named("meminfo")]);
         let a = parse(&["--no-collector", "process", "--no-collector", "filesystem"]).unwrap();
         assert_eq!(a.enabled().len(), 7);
         assert!(
@@ -478,10 +458,10 @@ mod tests {
     #[test]
     fn a_wrong_procfs_is_a_startup_error_with_a_hint() {
         let a = parse(&["--procfs", "/nonexistent"]).unwrap();
-        let e = format!("{:#}", registry(&a, None).unwrap_err());
+        let e = format!("{:#}", live::registry(&a, None).map(|_| ()).unwrap_err());
         assert!(e.contains("--procfs"), "{e}");
         let a = parse(&["--procfs", "/nonexistent", "--collectors", "none"]).unwrap();
-        assert!(registry(&a, None).is_ok());
+        assert!(live::registry(&a, None).is_ok());
     }
 
     #[derive(Debug)]
@@ -498,15 +478,15 @@ mod tests {
     fn a_failing_collector_reports_success_0_and_the_scrape_goes_on() {
         let collectors = NodeCollectors {
             sources: vec![
-                Entry::new(CollectorName::Vmstat, Box::new(Broken)).into(),
+                Entry::new(CollectorName::named("vmstat"), Box::new(Broken)).into(),
                 Entry::new(
-                    CollectorName::Loadavg,
+                    CollectorName::named("loadavg"),
                     Box::new(loadavg::Loadavg::new(Path::new("/proc"))),
                 )
                 .into(),
             ],
         };
-        let mut r = Registry::default();
+        let mut r = prometheus_client::registry::Registry::default();
         r.register_collector(Box::new(collectors));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &r).unwrap();
@@ -525,10 +505,10 @@ mod tests {
     #[test]
     fn the_real_proc_renders_with_every_collector() {
         let a = parse(&[]).unwrap();
-        let r = registry(&a, Some(std::process::id())).unwrap();
+        let (r, _) = live::registry(&a, Some(std::process::id())).unwrap();
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &r).unwrap();
-        for c in CollectorName::ALL {
+        for c in CollectorName::all() {
             let want = format!(
                 "ebpf_agent_scrape_collector_success{{collector=\"{}\"}} 1",
                 c.as_str()

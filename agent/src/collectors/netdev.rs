@@ -5,10 +5,31 @@
 //! series that repeat the physical devices' traffic.
 
 use super::family::Family;
-use super::{Source, read};
+use super::{Registration, Source, read};
 use anyhow::{Result, bail};
 use regex::Regex;
 use std::path::{Path, PathBuf};
+
+/// `--collectors netdev`.
+pub(super) const COLLECTOR: Registration = Registration {
+    name: "netdev",
+    build: |a, _| {
+        let o = &a.options;
+        Box::new(Netdev::new(
+            &a.procfs,
+            &a.sysfs,
+            o.netdev_virtual,
+            o.netdev_exclude.clone(),
+        ))
+    },
+    options: |o| {
+        format!(
+            "{} {:?}",
+            o.netdev_virtual,
+            o.netdev_exclude.as_ref().map(Regex::as_str)
+        )
+    },
+};
 
 /// /proc/net/dev's columns, receive then transmit, as node_exporter names them.
 pub const COLUMNS: [&str; 16] = [

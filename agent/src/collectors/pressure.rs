@@ -4,9 +4,16 @@
 //! is reported as no series and success, since there is nothing to fix.
 
 use super::family::Family;
-use super::{Source, read};
+use super::{Registration, Source, read};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
+
+/// `--collectors pressure`.
+pub(super) const COLLECTOR: Registration = Registration {
+    name: "pressure",
+    build: |a, _| Box::new(Pressure::new(&a.procfs)),
+    options: super::no_options,
+};
 
 /// (file, line, family, help). The "full" line of cpu (5.13+) is not
 /// exported, as node_exporter 1.5 does not.

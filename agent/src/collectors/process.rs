@@ -9,9 +9,16 @@
 //! traced process is read under --procfs, where its PID was validated.
 
 use super::family::{Family, Labels};
-use super::{Source, number, read, user_hz};
+use super::{Registration, Source, number, read, user_hz};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
+
+/// `--collectors process`.
+pub(super) const COLLECTOR: Registration = Registration {
+    name: "process",
+    build: |a, target_pid| Box::new(Process::new(&a.procfs, target_pid)),
+    options: super::no_options,
+};
 
 /// Fields of /proc/<pid>/stat the metrics need, in the kernel's units.
 #[derive(Debug, Clone, PartialEq)]

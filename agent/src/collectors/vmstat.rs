@@ -3,10 +3,17 @@
 //! Untyped, as node_exporter exports them (the file mixes counters and gauges).
 
 use super::family::{Family, Kind};
-use super::{Source, read};
+use super::{Registration, Source, read};
 use anyhow::Result;
 use regex::Regex;
 use std::path::{Path, PathBuf};
+
+/// `--collectors vmstat`.
+pub(super) const COLLECTOR: Registration = Registration {
+    name: "vmstat",
+    build: |a, _| Box::new(Vmstat::new(&a.procfs, a.options.vmstat_fields.clone())),
+    options: |o| o.vmstat_fields.as_str().to_string(),
+};
 
 /// `name value` pairs whose name matches `fields`, in file order.
 pub fn parse<'a>(text: &'a str, fields: &Regex) -> Result<Vec<(&'a str, u64)>> {

@@ -9,40 +9,8 @@ mod layers;
 pub use layers::{ENV_PREFIX, env_name, key_names, run_command};
 
 use crate::cli::RunArgs;
-use crate::logging::LogFormat;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::path::PathBuf;
-
-/// The end of `agent run --help`.
-pub const HELP: &str = "Every flag is also an environment variable, EBPF_AGENT_<FLAG> \
-(EBPF_AGENT_RING_BUFFER_BYTES), and a key of the --config file (ring-buffer-bytes). \
-Flags win over the environment, which wins over the file. See docs/configuration.md.";
-
-/// The configuration flags themselves (flattened into `agent run`).
-#[derive(clap::Args, Debug, Clone)]
-pub struct ConfigArgs {
-    /// Read settings from this TOML (.toml) or YAML (.yaml, .yml) file: keys
-    /// are these flags' long names. Flags and EBPF_AGENT_* variables override
-    /// it; SIGHUP re-reads it. See docs/configuration.md.
-    #[arg(long, value_name = "PATH")]
-    pub config: Option<PathBuf>,
-
-    /// Validate flags, environment and config file, print every setting with
-    /// its source (flag, env, file, default), and exit.
-    #[arg(long)]
-    pub check_config: bool,
-
-    /// Log line format on stderr: text, or json (one object per line); auto
-    /// is text.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub log_format: LogFormat,
-
-    /// Log level (error, warn, info, debug, trace) or a tracing filter such
-    /// as `info,agent::collectors=debug`. RUST_LOG, if set, overrides it.
-    #[arg(long, value_name = "LEVEL", default_value = "info", value_parser = crate::logging::parse_filter)]
-    pub log_level: String,
-}
 
 /// A configuration error: the message names the source, key and value.
 /// Like a bad flag, it exits with code 2.

@@ -48,7 +48,7 @@ fn the_file_sets_what_flags_and_environment_do_not() {
     assert_eq!(l.args.listen.to_string(), "127.0.0.1:9999");
     assert_eq!(
         l.args.collectors.enabled(),
-        [CollectorName::Cpu, CollectorName::Meminfo]
+        [CollectorName::named("cpu"), CollectorName::named("meminfo")]
     );
     assert_eq!(l.args.ring_buffer_bytes, 8192);
     assert!(l.args.strict);
@@ -104,15 +104,18 @@ fn lists_repeat_repeatable_flags_and_a_flag_replaces_the_whole_list() {
     let l = load_with(Some(&path), &[], &[]).unwrap();
     assert_eq!(
         l.args.collectors.no_collector,
-        [CollectorName::Cpu, CollectorName::Vmstat]
+        [CollectorName::named("cpu"), CollectorName::named("vmstat")]
     );
     assert_eq!(l.args.probes, ["syscalls", "sched"]);
     let l = load_with(Some(&path), &["--no-collector", "process"], &[]).unwrap();
-    assert_eq!(l.args.collectors.no_collector, [CollectorName::Process]);
+    assert_eq!(
+        l.args.collectors.no_collector,
+        [CollectorName::named("process")]
+    );
     let l = load_with(None, &[], &[("EBPF_AGENT_NO_COLLECTOR", "cpu,process")]).unwrap();
     assert_eq!(
         l.args.collectors.no_collector,
-        [CollectorName::Cpu, CollectorName::Process]
+        [CollectorName::named("cpu"), CollectorName::named("process")]
     );
 }
 

@@ -92,12 +92,4 @@ impl CgroupIndex {
         let full = self.root.join(rel.strip_prefix("/").unwrap_or(rel));
         std::fs::metadata(full).is_ok_and(|m| low32(m.ino()) == id)
     }
-
-    pub fn len(&self) -> usize {
-        self.paths.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.paths.is_empty()
-    }
 }

@@ -197,7 +197,7 @@ fn or_none(set: &CapsHashSet) -> String {
 /// `ebpf_agent_capabilities_effective`: read at each scrape, so an SRE sees
 /// the drop happened (0 after attach with the default `--keep-capabilities none`).
 pub fn registry() -> Registry {
-    let mut r = Registry::with_prefix(crate::export::PREFIX);
+    let mut r = Registry::with_prefix(crate::PREFIX);
     r.register_collector(Box::new(CapabilityCollector));
     r
 }

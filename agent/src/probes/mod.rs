@@ -1,50 +1,125 @@
-//! Userspace halves of the eBPF probes: attach, drain, aggregate. One file per
-//! probe, named after its kernel counterpart in agent-ebpf.
+//! The eBPF probes' userspace halves, one folder each, and [`PROBES`], the
+//! table that lists them. Everything that deals with probes in general reads
+//! the table: `--probes` values, start-up, self-stats, the registry, reload
+//! and attach mode. Adding a probe: docs/adding-a-probe.md.
 
-mod ring;
-pub mod sched;
-mod sched_cgroups;
-pub mod syscalls;
-pub mod tcp;
+mod program;
+mod ring_drain;
+pub(crate) mod sched;
+pub(crate) mod syscalls;
+pub(crate) mod tcp;
 
-use anyhow::{Context, Result};
+pub(crate) use program::{attach_raw_tracepoint, attach_tracepoint};
+
+use crate::attach::snapshot::Snapshot;
+use crate::bpf::{KernelCounters, LoadPlan};
+use crate::btf::KernelBtf;
+use crate::cli::RunArgs;
+use crate::k8s::Attribution;
+use crate::stats::{AgentStats, ProbeStats};
+use anyhow::{Context as _, Result};
 use aya::Ebpf;
-use aya::programs::{Program, ProgramError, RawTracePoint, TracePoint};
+use prometheus_client::collector::Collector;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
-/// Loads and attaches a classic tracepoint program (needs tracefs).
-pub fn attach_tracepoint(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> Result<()> {
-    let prog: &mut TracePoint = find(ebpf, program)?.try_into()?;
-    explained(prog.load(), || format!("loading {program}"))?;
-    explained(prog.attach(category, name), || {
-        format!("attaching to tracepoint {category}/{name}")
-    })?;
-    Ok(())
+/// Every probe, in the order they start and are reported.
+pub(crate) const PROBES: [&Probe; 3] = [&syscalls::PROBE, &tcp::PROBE, &sched::PROBE];
+
+/// A probe, described once.
+pub(crate) struct Probe {
+    /// Its `--probes` value and its `probe` label.
+    pub name: &'static str,
+    /// What it measures, one line (`--help`, docs).
+    pub about: &'static str,
+    /// What it needs from the kernel, one line (docs, and why it may be missing).
+    pub needs: &'static str,
+    /// Streams events to userspace, so `events_received` counts them. A
+    /// probe that aggregates in the kernel has its count in its histogram.
+    pub streams: bool,
+    /// Every stage that can lose its events: (`stage` label, where counted).
+    pub losses: &'static [(&'static str, Loss)],
+    /// Before the eBPF object loads: read kernel offsets, set the globals and
+    /// map sizes it needs. An error leaves the probe unattached.
+    pub prepare: fn(&Prepare<'_>, &mut LoadPlan) -> Result<()>,
+    /// After loading: attach its programs, spawn its drain tasks.
+    pub start: fn(&mut Ebpf, &mut Start<'_>) -> Result<Box<dyn Running>>,
+    /// Its section of the attach view, drawn from the snapshot (None: it
+    /// shows nothing there).
+    pub render: Option<fn(&mut String, &Snapshot)>,
 }
 
-/// Loads and attaches a raw tracepoint program (no tracefs, no BTF needed).
-pub fn attach_raw_tracepoint(ebpf: &mut Ebpf, program: &str, name: &str) -> Result<()> {
-    let prog: &mut RawTracePoint = find(ebpf, program)?.try_into()?;
-    explained(prog.load(), || format!("loading {program}"))?;
-    explained(prog.attach(name), || {
-        format!("attaching to raw tracepoint {name}")
-    })?;
-    Ok(())
+impl std::fmt::Debug for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
 }
 
-fn find<'a>(ebpf: &'a mut Ebpf, program: &str) -> Result<&'a mut Program> {
-    ebpf.program_mut(program)
-        .with_context(|| format!("program {program} missing from the object"))
+/// Where a probe's lost events are counted.
+pub(crate) enum Loss {
+    /// In the kernel, at this `agent_common::counters` index.
+    Kernel(u32),
+    /// Ring-buffer items that did not decode ([`ProbeStats::decode_errors`]).
+    Decode,
 }
 
-/// Adds what the user should do (bpf::explain) and what we were doing.
-fn explained<T>(r: Result<T, ProgramError>, doing: impl FnOnce() -> String) -> Result<T> {
-    r.map_err(|e| crate::bpf::explain(anyhow::Error::new(e)))
-        .with_context(doing)
+/// What `prepare` can look at.
+pub(crate) struct Prepare<'a> {
+    pub btf: Result<&'a KernelBtf, &'a anyhow::Error>,
+    pub opts: &'a StartOptions,
+}
+
+/// What `start` gets: the run's options, where to count, when to stop.
+pub(crate) struct Start<'a> {
+    pub opts: &'a StartOptions,
+    pub stats: Arc<ProbeStats>,
+    pub kernel: Arc<KernelCounters>,
+    pub stop: watch::Receiver<bool>,
+    /// Drain tasks: awaited at shutdown so the last records are drained.
+    pub tasks: &'a mut Vec<JoinHandle<()>>,
+}
+
+/// A started probe.
+pub(crate) trait Running: Send + Sync {
+    /// Its metric families, for the agent's registry.
+    fn collector(&self) -> Box<dyn Collector>;
+    /// Takes the settings a reload may change (budgets) from `args`.
+    fn reload(&self, _args: &RunArgs) {}
+    /// What fills its part of the attach view each interval.
+    fn attach_view(&self) -> Option<Box<dyn AttachView>> {
+        None
+    }
+}
+
+/// A probe's part of `agent attach` (docs/attach.md): fills its fields of
+/// each interval's snapshot (it keeps what per-interval rates need).
+pub(crate) trait AttachView: Send {
+    /// `secs`: length of the interval just ended.
+    fn fill(&mut self, snap: &mut Snapshot, secs: f64);
+}
+
+/// `--probes`: the table's names (with what each measures, for `--help`),
+/// or `none`.
+pub(crate) fn names_parser() -> clap::builder::PossibleValuesParser {
+    use clap::builder::PossibleValue;
+    let probes = PROBES.map(|p| PossibleValue::new(p.name).help(p.about));
+    let none = PossibleValue::new("none").help("no eBPF probe: only the /proc collectors");
+    clap::builder::PossibleValuesParser::new(probes.into_iter().chain([none]))
+}
+
+/// The default of `--probes`: every probe.
+pub(crate) fn all_names() -> &'static str {
+    static ALL: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| PROBES.map(|p| p.name).join(","));
+    ALL.as_str()
 }
 
 /// What [`start_all`] needs: the probe-related flags of `run` and `attach`.
 #[derive(Debug, Clone)]
-pub struct StartOptions {
+pub(crate) struct StartOptions {
     /// Process to trace (tgid); 0 traces every process.
     pub target_tgid: u32,
     /// Also trace processes the target forks afterwards (needs kernel BTF).
@@ -53,189 +128,105 @@ pub struct StartOptions {
     pub strict: bool,
     pub ring_bytes: u32,
     pub hdr_precision: u8,
-    pub flush_interval: std::time::Duration,
+    pub flush_interval: Duration,
     pub unknown_syscall_budget: usize,
     pub tcp_destination_budget: usize,
-    /// Which probes to start.
-    pub probes: Probes,
+    /// Which probes to start (`--probes` names).
+    pub probes: Vec<String>,
     /// Container attribution: records carry cgroup ids, resolved by this.
-    pub attribution: Option<std::sync::Arc<crate::k8s::Attribution>>,
+    pub attribution: Option<Arc<Attribution>>,
 }
 
-/// The probes a run starts (`--probes`); the others are neither attached nor
-/// reported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Probes {
-    pub syscalls: bool,
-    pub tcp: bool,
-    pub sched: bool,
-}
-
-impl Probes {
-    pub const ALL: Probes = Probes {
-        syscalls: true,
-        tcp: true,
-        sched: true,
-    };
-
-    /// From names: "syscalls", "tcp", "sched", or "none" alone.
-    pub fn from_names(names: &[String]) -> Probes {
-        let has = |n: &str| names.iter().any(|x| x == n);
-        Probes {
-            syscalls: has("syscalls"),
-            tcp: has("tcp"),
-            sched: has("sched"),
-        }
+impl StartOptions {
+    fn wants(&self, probe: &Probe) -> bool {
+        self.probes.iter().any(|p| p == probe.name)
     }
 }
 
 /// The running probes: keep `ebpf` alive while tracing (dropping it detaches
 /// every program); flip the shutdown channel passed to [`start_all`], then
 /// await `tasks` to get the last records drained.
-pub struct Started {
+pub(crate) struct Started {
     pub ebpf: Ebpf,
-    pub kernel: std::sync::Arc<crate::bpf::KernelCounters>,
-    pub stats: std::sync::Arc<crate::stats::AgentStats>,
-    pub syscalls: std::sync::Arc<std::sync::Mutex<crate::aggregate::SyscallsBySlot>>,
-    /// The TCP aggregate (empty when the probe is not attached).
-    pub tcp: std::sync::Arc<std::sync::Mutex<crate::tcp::TcpAggregate>>,
-    pub tcp_collector: Option<crate::tcp::TcpCollector>,
-    pub runq: Option<sched::RunqCollector>,
-    pub tasks: Vec<tokio::task::JoinHandle<()>>,
+    pub kernel: Arc<KernelCounters>,
+    pub stats: Arc<AgentStats>,
+    /// The probes that attached, in table order.
+    pub running: Vec<(&'static Probe, Box<dyn Running>)>,
+    /// Each loaded program's probe, for the kernel's run-time statistics.
+    pub programs: Vec<(&'static str, String)>,
+    pub tasks: Vec<JoinHandle<()>>,
     /// Probes that did not attach, with the reason (label as in /metrics).
     pub missing: Vec<(&'static str, String)>,
 }
 
-/// Loads the eBPF object, attaches every probe (a probe that cannot attach is
-/// logged and listed in `missing`, unless `strict`), and spawns the drain
-/// tasks, which run until `stop` flips. Shared by node and attach mode.
-pub fn start_all(opts: &StartOptions, stop: tokio::sync::watch::Receiver<bool>) -> Result<Started> {
-    use crate::aggregate::SyscallsBySlot;
-    use crate::bpf::{self, KernelCounters, LoadOptions};
-    use crate::stats::AgentStats;
-    use crate::tcp::{TcpAggregate, TcpCollector};
-    use std::sync::atomic::Ordering::Relaxed;
-    use std::sync::{Arc, Mutex};
-
-    // The TCP probe reads classic tracepoint records: it needs tracefs and this
-    // kernel's offsets before loading. Without them it is reported unattached.
-    let want = opts.probes;
-    // Both probes read kernel struct offsets from BTF: read it once.
-    let btf = crate::btf::KernelBtf::read();
-    let tcp_offsets = match want.tcp {
-        true => crate::tracefs::ensure_mounted().and_then(|root| tcp::offsets(&root, btf.as_ref())),
-        false => Err(anyhow::anyhow!("not enabled")),
-    };
-    // The run-queue probe reads task_struct fields at offsets from kernel BTF.
-    let task_offsets = match want.sched || opts.follow_children {
-        true => sched::offsets(btf.as_ref()),
-        false => Err(anyhow::anyhow!("not enabled")),
-    };
-    drop(btf);
-    if let (true, Err(e)) = (opts.follow_children, &task_offsets) {
-        anyhow::bail!("following children needs task_struct offsets from kernel BTF: {e:#}");
+impl Started {
+    /// The probes' collectors, for the agent's registry.
+    pub fn collectors(&self) -> impl Iterator<Item = Box<dyn Collector>> + '_ {
+        self.running.iter().map(|(_, r)| r.collector())
     }
-    let mut ebpf = bpf::load(&LoadOptions {
-        target_tgid: opts.target_tgid,
-        follow_children: opts.follow_children,
-        tcp_offsets: tcp_offsets.as_ref().copied().unwrap_or_default(),
-        task_offsets: task_offsets.as_ref().copied().unwrap_or_default(),
-        pid_max: bpf::pid_max(),
-        ring_bytes: opts.ring_bytes,
-        cgroup_ids: opts.attribution.is_some(),
-    })?;
-    let kernel = Arc::new(KernelCounters::take(&mut ebpf)?);
-    let stats = Arc::new(AgentStats::default());
-    let syscalls = Arc::new(Mutex::new(SyscallsBySlot::with_host(
-        opts.hdr_precision,
-        opts.unknown_syscall_budget,
-    )));
-    let interval = opts.flush_interval;
+}
+
+/// Loads the eBPF object, attaches every chosen probe (one that cannot attach
+/// is logged and listed in `missing`, unless `strict`), and spawns the drain
+/// tasks, which run until `stop` flips. Shared by node and attach mode.
+pub(crate) fn start_all(opts: &StartOptions, stop: watch::Receiver<bool>) -> Result<Started> {
+    let stats = Arc::new(AgentStats::new(&PROBES));
+    let mut plan = LoadPlan::new(opts);
+    // Probes read kernel struct offsets from BTF: parse it once.
+    let btf = KernelBtf::read();
+    if opts.follow_children {
+        let task = sched::offsets(btf.as_ref()).map_err(|e| {
+            e.context("following children needs task_struct offsets from kernel BTF")
+        })?;
+        plan.global("TASK_OFFSETS", &task);
+    }
+    let prep = Prepare {
+        btf: btf.as_ref(),
+        opts,
+    };
     let mut missing = Vec::new();
-    let mut tasks = Vec::new();
+    let mut chosen = Vec::new();
+    for probe in PROBES.into_iter().filter(|p| opts.wants(p)) {
+        stats.of(probe.name).enabled.store(true, Relaxed);
+        match (probe.prepare)(&prep, &mut plan) {
+            Ok(()) => chosen.push(probe),
+            Err(e) => not_attached(probe, e, opts.strict, &mut missing)?,
+        }
+    }
+    drop(btf);
+    let mut ebpf = crate::bpf::load(&plan)?;
+    let kernel = Arc::new(KernelCounters::take(&mut ebpf)?);
     // Descendants must be followed before the target can fork: attach first.
     if opts.follow_children {
         attach_raw_tracepoint(&mut ebpf, "sched_process_fork", "sched_process_fork")
             .context("following children (--children)")?;
     }
-    stats.syscalls.enabled.store(want.syscalls, Relaxed);
-    stats.tcp.enabled.store(want.tcp, Relaxed);
-    stats.sched.enabled.store(want.sched, Relaxed);
-    match want
-        .syscalls
-        .then(|| syscalls::attach(&mut ebpf))
-        .transpose()
-    {
-        Ok(None) => {}
-        Ok(Some(attached)) => {
-            tasks.push(syscalls::spawn(
-                attached,
-                syscalls.clone(),
-                opts.attribution.clone(),
-                stats.clone(),
-                interval,
-                stop.clone(),
-            )?);
-            stats.syscalls.attached.store(true, Relaxed);
-        }
-        Err(e) if opts.strict => return Err(e.context("syscall probe (--strict)")),
-        Err(e) => {
-            tracing::warn!("syscall probe not attached, continuing without it: {e:#}");
-            missing.push(("syscalls", format!("{e:#}")));
+    let mut running = Vec::new();
+    let mut programs = Vec::new();
+    let mut tasks = Vec::new();
+    for probe in chosen {
+        let loaded_before = loaded(&ebpf);
+        let mut start = Start {
+            opts,
+            stats: stats.of(probe.name).clone(),
+            kernel: kernel.clone(),
+            stop: stop.clone(),
+            tasks: &mut tasks,
+        };
+        match (probe.start)(&mut ebpf, &mut start) {
+            Ok(r) => {
+                stats.of(probe.name).attached.store(true, Relaxed);
+                running.push((probe, r));
+                programs.extend(
+                    loaded(&ebpf)
+                        .into_iter()
+                        .filter(|p| !loaded_before.contains(p))
+                        .map(|p| (probe.name, p)),
+                );
+            }
+            Err(e) => not_attached(probe, e, opts.strict, &mut missing)?,
         }
     }
-    let tcp_agg = Arc::new(Mutex::new(TcpAggregate::new(
-        opts.hdr_precision,
-        opts.tcp_destination_budget,
-    )));
-    let tcp_collector = match want
-        .tcp
-        .then(|| tcp_offsets.and_then(|_| tcp::attach(&mut ebpf)))
-        .transpose()
-    {
-        Ok(None) => None,
-        Ok(Some(attached)) => {
-            let in_flight = attached.in_flight.clone();
-            let ring = attached.into_ring();
-            tasks.push(tcp::spawn(
-                ring,
-                tcp_agg.clone(),
-                opts.attribution.clone(),
-                stats.clone(),
-                interval,
-                stop.clone(),
-            )?);
-            stats.tcp.attached.store(true, Relaxed);
-            Some(TcpCollector {
-                agg: tcp_agg.clone(),
-                attribution: opts.attribution.clone(),
-                in_flight: Box::new(move || tcp::count_in_flight(&in_flight)),
-            })
-        }
-        Err(e) if opts.strict => return Err(e.context("TCP probe (--strict)")),
-        Err(e) => {
-            tracing::warn!("TCP probe not attached, continuing without it: {e:#}");
-            missing.push(("tcp", format!("{e:#}")));
-            None
-        }
-    };
-    let runq = match want
-        .sched
-        .then(|| task_offsets.and_then(|_| sched::attach(&mut ebpf, opts.attribution.clone())))
-        .transpose()
-    {
-        Ok(None) => None,
-        Ok(Some(collector)) => {
-            stats.sched.attached.store(true, Relaxed);
-            Some(collector)
-        }
-        Err(e) if opts.strict => return Err(e.context("run-queue probe (--strict)")),
-        Err(e) => {
-            tracing::warn!("run-queue probe not attached, continuing without it: {e:#}");
-            missing.push(("sched", format!("{e:#}")));
-            None
-        }
-    };
     stats.ready.store(true, Relaxed);
     // Loading parsed megabytes of kernel BTF that are free now; glibc keeps
     // such a high-water mark unless asked to give it back.
@@ -245,11 +236,42 @@ pub fn start_all(opts: &StartOptions, stop: tokio::sync::watch::Receiver<bool>) 
         ebpf,
         kernel,
         stats,
-        syscalls,
-        tcp: tcp_agg,
-        tcp_collector,
-        runq,
+        running,
+        programs,
         tasks,
         missing,
     })
+}
+
+/// Logs (or, `strict`, returns) why a probe is not attached.
+fn not_attached(
+    probe: &Probe,
+    e: anyhow::Error,
+    strict: bool,
+    missing: &mut Vec<(&'static str, String)>,
+) -> Result<()> {
+    if strict {
+        return Err(e.context(format!("{} probe (--strict)", probe.name)));
+    }
+    tracing::warn!(
+        "{} probe not attached, continuing without it (it needs {}): {e:#}",
+        probe.name,
+        probe.needs
+    );
+    missing.push((probe.name, format!("{e:#}")));
+    Ok(())
+}
+
+/// Names of the programs loaded into the kernel so far.
+fn loaded(ebpf: &Ebpf) -> Vec<String> {
+    ebpf.programs()
+        .filter(|(_, p)| p.fd().is_ok())
+        .map(|(name, _)| name.to_string())
+        .collect()
+}
+
+/// A lock that a panicked holder did not poison for good: aggregates stay
+/// readable (their counters are plain numbers).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

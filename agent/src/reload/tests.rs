@@ -49,7 +49,7 @@ fn other_value(key: &str) -> Option<RunArgs> {
 
 #[test]
 fn exactly_the_live_keys_are_copied_on_reload() {
-    for key in LIVE_KEYS {
+    for key in LIVE.iter().map(|k| k.key) {
         assert!(key_names().iter().any(|k| k == key), "{key} is no flag");
     }
     let default = load(&[]).args;
@@ -76,8 +76,7 @@ fn live(args: &RunArgs) -> (Registry, Live) {
     let (r, node) = crate::collectors::live::registry(&args.collectors, None).unwrap();
     let live = Live {
         node,
-        syscalls: Arc::new(Mutex::new(SyscallsBySlot::with_host(2, 64))),
-        tcp: Arc::new(Mutex::new(TcpAggregate::new(2, 50))),
+        probes: Vec::new(),
     };
     (r, live)
 }
@@ -102,7 +101,10 @@ fn a_reload_applies_live_keys_and_keeps_the_rest() {
     .unwrap();
     let new = running.reload().unwrap();
     apply(&mut running, new, &mut live).unwrap();
-    assert_eq!(running.args.collectors.no_collector, [CollectorName::Cpu]);
+    assert_eq!(
+        running.args.collectors.no_collector,
+        [CollectorName::named("cpu")]
+    );
     assert_eq!(running.args.unknown_syscall_budget, 5);
     assert_eq!(
         running.args.listen.to_string(),

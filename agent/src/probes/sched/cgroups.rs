@@ -5,14 +5,14 @@
 //! (it is empty), so once attribution reports it gone its last growth is
 //! taken and its map entry deleted.
 
-use crate::aggregate::BySlot;
+use crate::by_slot::BySlot;
 use crate::k8s::{Attribution, Labels, Slot};
 use agent_common::sched::RunqHist;
 use aya::maps::{MapData, PerCpuHashMap};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-pub struct CgroupRunq {
+pub(super) struct CgroupRunq {
     map: Mutex<PerCpuHashMap<MapData, u32, RunqHist>>,
     attribution: Arc<Attribution>,
     state: Mutex<State>,
@@ -26,7 +26,10 @@ struct State {
 }
 
 impl CgroupRunq {
-    pub fn new(map: PerCpuHashMap<MapData, u32, RunqHist>, attribution: Arc<Attribution>) -> Self {
+    pub(super) fn new(
+        map: PerCpuHashMap<MapData, u32, RunqHist>,
+        attribution: Arc<Attribution>,
+    ) -> Self {
         attribution.track_gone();
         CgroupRunq {
             map: Mutex::new(map),
@@ -38,7 +41,7 @@ impl CgroupRunq {
     /// Brings the per-slot histograms up to date and returns one labelled
     /// histogram per live label set; `node` (the node-wide map: waits the
     /// per-cgroup map had no room for) counts as the host's.
-    pub fn series(&self, node: RunqHist) -> Vec<(Labels, RunqHist)> {
+    pub(super) fn series(&self, node: RunqHist) -> Vec<(Labels, RunqHist)> {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         // Taken before the map is read: a gone cgroup's entry read below is
@@ -84,7 +87,7 @@ impl CgroupRunq {
 }
 
 /// Sum of per-CPU histograms.
-pub fn sum<'a>(per_cpu: impl Iterator<Item = &'a RunqHist>) -> RunqHist {
+pub(super) fn sum<'a>(per_cpu: impl Iterator<Item = &'a RunqHist>) -> RunqHist {
     let mut total = RunqHist::ZERO;
     for h in per_cpu {
         for (t, v) in total.buckets.iter_mut().zip(h.buckets) {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::io::{Interest, unix::AsyncFd};
 use tokio::sync::watch;
 
-pub fn spawn_drain<D, L>(
+pub(crate) fn spawn<D, L>(
     name: &'static str,
     ring: RingBuf<MapData>,
     interval: Duration,

@@ -1,34 +1,19 @@
 //! Human names for syscall numbers and errnos. Unknown numbers stay numbers:
 //! nothing is dropped for lacking a name.
 
-use crate::{errno_table, syscall_table};
+use super::{errno_table, syscall_table};
 use std::borrow::Cow;
 
 /// x86_64 syscall name, or the number itself when it has no name.
-pub fn syscall(id: u32) -> Cow<'static, str> {
+pub(crate) fn syscall(id: u32) -> Cow<'static, str> {
     match syscall_table::NAMES.binary_search_by_key(&id, |&(n, _)| n) {
         Ok(i) => Cow::Borrowed(syscall_table::NAMES[i].1),
         Err(_) => Cow::Owned((id as i32).to_string()),
     }
 }
 
-/// Whether the number has a name in the x86_64 table.
-pub fn is_known_syscall(id: u32) -> bool {
-    syscall_table::NAMES
-        .binary_search_by_key(&id, |&(n, _)| n)
-        .is_ok()
-}
-
-/// Syscall number for a name (for `--syscall` style filters and tests).
-pub fn syscall_id(name: &str) -> Option<u32> {
-    syscall_table::NAMES
-        .iter()
-        .find(|&&(_, n)| n == name)
-        .map(|&(id, _)| id)
-}
-
 /// errno name such as `EBADF`, or the number when the kernel headers have none.
-pub fn errno(errno: u16) -> Cow<'static, str> {
+pub(crate) fn errno(errno: u16) -> Cow<'static, str> {
     match errno_table::NAMES.binary_search_by_key(&errno, |&(n, _)| n) {
         Ok(i) => Cow::Borrowed(errno_table::NAMES[i].1),
         Err(_) => Cow::Owned(errno.to_string()),
@@ -54,16 +39,12 @@ mod tests {
         assert_eq!(syscall(231), "exit_group");
         assert_eq!(syscall(435), "clone3");
         assert_eq!(syscall(462), "mseal");
-        assert_eq!(syscall_id("getppid"), Some(110));
-        assert_eq!(syscall_id("no_such_call"), None);
     }
 
     #[test]
     fn unknown_syscalls_stay_numbers() {
         assert_eq!(syscall(9999), "9999");
         assert_eq!(syscall(u32::MAX), "-1"); // syscall(-1) reaches sys_exit as id -1
-        assert!(!is_known_syscall(9999));
-        assert!(is_known_syscall(1));
     }
 
     #[test]

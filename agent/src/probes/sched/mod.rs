@@ -1,25 +1,69 @@
-//! Run-queue latency probe, userspace side (kernel side: agent-ebpf/src/sched.rs).
-//! The kernel aggregates per CPU; the collector sums the CPUs at scrape time.
+//! Run-queue latency probe, userspace side (kernel side: agent-ebpf/src/sched.rs;
+//! records: agent-common/src/sched.rs; test: tests/sched.rs).
+//! The kernel aggregates per CPU (a hot path: hundreds of thousands of
+//! switches per second); the collector sums the CPUs at scrape time.
 
-use super::sched_cgroups::{self, CgroupRunq};
+mod cgroups;
+mod metrics;
+pub(crate) mod view;
+
+use super::{Loss, Prepare, Probe, Running, Start};
+use crate::bpf::{self, KernelCounters, LoadPlan};
 use crate::btf::KernelBtf;
-use crate::histogram::{ns_to_seconds, seconds_buckets};
-use crate::k8s::Attribution;
-use agent_common::sched::{RunqHist, TaskOffsets};
+use agent_common::counters;
+use agent_common::sched::{CGROUP_HIST_ENTRIES, RunqHist, TaskOffsets};
 use anyhow::{Context, Result, bail};
 use aya::maps::PerCpuHashMap;
 use aya::maps::{MapData, PerCpuArray};
 use aya::programs::BtfTracePoint;
 use aya::{Btf, Ebpf};
+use cgroups::CgroupRunq;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
-use prometheus_client::metrics::MetricType;
-use prometheus_client::registry::Unit;
 use std::sync::{Arc, Mutex};
+
+pub(crate) const PROBE: Probe = Probe {
+    name: "sched",
+    about: "how long runnable threads wait for a CPU (run-queue latency)",
+    needs: "tp_btf or raw tracepoints sched_wakeup, sched_wakeup_new, sched_switch (5.18 for prev_state), kernel BTF",
+    streams: false,
+    losses: &[("task_read_failed", Loss::Kernel(counters::RUNQ_READ_FAILED))],
+    prepare,
+    start,
+    render: Some(view::render),
+};
+
+fn prepare(p: &Prepare<'_>, plan: &mut LoadPlan) -> Result<()> {
+    plan.global("TASK_OFFSETS", &offsets(p.btf)?);
+    plan.map_size("RUNQ_START", bpf::pid_max());
+    // Preallocated per CPU: only worth its memory with attribution on.
+    if p.opts.attribution.is_some() {
+        plan.map_size("RUNQ_CGROUP_HIST", CGROUP_HIST_ENTRIES);
+    }
+    Ok(())
+}
+
+fn start(ebpf: &mut Ebpf, s: &mut Start<'_>) -> Result<Box<dyn Running>> {
+    attach(ebpf)?;
+    let map = ebpf.take_map("RUNQ_HIST").context("RUNQ_HIST missing")?;
+    let cgroups = match &s.opts.attribution {
+        Some(a) => {
+            let map = ebpf
+                .take_map("RUNQ_CGROUP_HIST")
+                .context("RUNQ_CGROUP_HIST missing")?;
+            Some(CgroupRunq::new(PerCpuHashMap::try_from(map)?, a.clone()))
+        }
+        None => None,
+    };
+    Ok(Box::new(Arc::new(Runq {
+        map: Mutex::new(PerCpuArray::try_from(map)?),
+        cgroups,
+        kernel: s.kernel.clone(),
+    })))
+}
 
 /// `task_struct` offsets from kernel BTF. The kernel reads pid and tgid in one
 /// 8-byte read, so they must be adjacent (they have been for decades).
-pub fn offsets(btf: Result<&KernelBtf, &anyhow::Error>) -> Result<TaskOffsets> {
+pub(crate) fn offsets(btf: Result<&KernelBtf, &anyhow::Error>) -> Result<TaskOffsets> {
     let btf = btf.map_err(|e| anyhow::anyhow!("{e:#}"))?;
     let pid = btf.member_offset("task_struct", "pid")?;
     let tgid = btf.member_offset("task_struct", "tgid")?;
@@ -57,7 +101,7 @@ const HOOKS: [&str; 3] = ["sched_wakeup", "sched_wakeup_new", "sched_switch"];
 
 /// Attaches the BTF tracepoint programs (direct loads of task ids: cheaper),
 /// or the raw tracepoint ones (a helper call per read) if those cannot load.
-pub fn attach(ebpf: &mut Ebpf, attribution: Option<Arc<Attribution>>) -> Result<RunqCollector> {
+fn attach(ebpf: &mut Ebpf) -> Result<()> {
     match load_btf(ebpf) {
         Ok(()) => {
             for tp in HOOKS {
@@ -77,20 +121,7 @@ pub fn attach(ebpf: &mut Ebpf, attribution: Option<Arc<Attribution>>) -> Result<
             }
         }
     }
-    let map = ebpf.take_map("RUNQ_HIST").context("RUNQ_HIST missing")?;
-    let cgroups = match attribution {
-        Some(a) => {
-            let map = ebpf
-                .take_map("RUNQ_CGROUP_HIST")
-                .context("RUNQ_CGROUP_HIST missing")?;
-            Some(CgroupRunq::new(PerCpuHashMap::try_from(map)?, a))
-        }
-        None => None,
-    };
-    Ok(RunqCollector {
-        map: Mutex::new(PerCpuArray::try_from(map)?),
-        cgroups,
-    })
+    Ok(())
 }
 
 /// Loads all three tp_btf programs, so that either all or none attach.
@@ -108,63 +139,39 @@ fn load_btf(ebpf: &mut Ebpf) -> Result<()> {
 }
 
 /// Sum of the per-CPU histograms; `None` if the map cannot be read.
-pub fn read(map: &PerCpuArray<MapData, RunqHist>) -> Option<RunqHist> {
-    Some(sched_cgroups::sum(map.get(&0, 0).ok()?.iter()))
+fn read(map: &PerCpuArray<MapData, RunqHist>) -> Option<RunqHist> {
+    Some(cgroups::sum(map.get(&0, 0).ok()?.iter()))
 }
 
-pub struct RunqCollector {
+/// The running probe: the kernel's histograms.
+struct Runq {
     /// Node-wide (everything, without attribution; with it, waits the
     /// per-cgroup map had no room for).
     map: Mutex<PerCpuArray<MapData, RunqHist>>,
     cgroups: Option<CgroupRunq>,
+    kernel: Arc<KernelCounters>,
 }
 
-impl RunqCollector {
-    pub fn snapshot(&self) -> Option<RunqHist> {
+impl Runq {
+    fn snapshot(&self) -> Option<RunqHist> {
         read(&*self.map.lock().ok()?)
     }
 }
 
-impl std::fmt::Debug for RunqCollector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RunqCollector")
+impl Running for Arc<Runq> {
+    fn collector(&self) -> Box<dyn Collector> {
+        Box::new(metrics::RunqCollector(self.clone()))
     }
-}
 
-impl Collector for RunqCollector {
-    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
-        let Some(node) = self.snapshot() else {
-            tracing::warn!("cannot read the run-queue histogram map");
-            return Ok(());
-        };
-        // (labels, histogram) per series: one unlabelled without attribution;
-        // with it, one per container and the host's (node-wide map included).
-        let series = match &self.cgroups {
-            None => vec![(Vec::new(), node)],
-            Some(cgroups) => cgroups.series(node),
-        };
-        let mut m = enc.encode_descriptor(
-            "runqueue_latency",
-            "Time runnable threads waited for a CPU (node-wide, or the target's threads with --pid)",
-            Some(&Unit::Seconds),
-            MetricType::Histogram,
-        )?;
-        for (labels, h) in &series {
-            let sum = ns_to_seconds(u128::from(h.sum_ns));
-            m.encode_family(labels)?.encode_histogram::<NoLabelSet>(
-                sum,
-                h.count,
-                &seconds_buckets(&h.buckets),
-                None,
-            )?;
-        }
-        Ok(())
+    fn attach_view(&self) -> Option<Box<dyn super::AttachView>> {
+        Some(Box::new(view::RunqView::new(self.clone())))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::histogram::seconds_buckets;
     use agent_common::buckets::DEFAULT_NS;
 
     #[test]

@@ -1,4 +1,5 @@
-//! Syscall probe, userspace side (kernel side: agent-ebpf/src/syscalls.rs).
+//! Syscall probe, userspace side (kernel side: agent-ebpf/src/syscalls.rs;
+//! records: agent-common/src/syscalls.rs; test: tests/syscalls.rs).
 //!
 //! Batches arrive through the SYSCALL_EVENTS ring buffer. The kernel does not
 //! wake us per batch: we drain on a timer and when the kernel forces a wakeup
@@ -6,27 +7,111 @@
 //! program on every CPU each interval so partial batches on idle CPUs are
 //! delivered within about two intervals.
 
-use crate::aggregate::SyscallsBySlot;
-use crate::bpf;
+mod aggregate;
+mod errno_table;
+mod metrics;
+pub(crate) mod names;
+mod syscall_table;
+pub(crate) mod view;
+
+use aggregate::SyscallsBySlot;
+
+use super::{Loss, Prepare, Probe, Running, Start, lock};
+use crate::bpf::{self, LoadPlan};
+use crate::cli::RunArgs;
 use crate::k8s::{Attribution, Slot};
 use crate::stats::ProbeStats;
+use agent_common::counters;
 use agent_common::syscalls::{BATCH_LEN, SyscallRecord};
 use anyhow::{Context, Result};
 use aya::Ebpf;
 use aya::maps::{MapData, RingBuf};
 use aya::programs::RawTracePoint;
+use prometheus_client::collector::Collector;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
+pub(crate) const PROBE: Probe = Probe {
+    name: "syscalls",
+    about: "latency, count and errors of every syscall, by syscall and errno",
+    needs: "raw tracepoints raw_syscalls:sys_enter and sys_exit, BPF ring buffers (5.8)",
+    streams: true,
+    losses: &[
+        (
+            "ringbuf_full",
+            Loss::Kernel(counters::SYSCALL_RINGBUF_DROPS),
+        ),
+        (
+            "exit_without_enter",
+            Loss::Kernel(counters::SYSCALL_EXIT_WITHOUT_ENTER),
+        ),
+        // A malformed item holds up to a batch of events; counted per item.
+        ("decode", Loss::Decode),
+    ],
+    prepare,
+    start,
+    render: Some(view::render),
+};
+
+fn prepare(p: &Prepare<'_>, plan: &mut LoadPlan) -> Result<()> {
+    // The kernel forces a wakeup once a quarter of the ring is waiting.
+    plan.global("SYSCALL_WAKEUP_BYTES", &u64::from(p.opts.ring_bytes / 4));
+    plan.map_size("SYSCALL_START", bpf::pid_max());
+    plan.map_size("SYSCALL_EVENTS", p.opts.ring_bytes);
+    Ok(())
+}
+
+fn start(ebpf: &mut Ebpf, s: &mut Start<'_>) -> Result<Box<dyn Running>> {
+    let agg = Arc::new(Mutex::new(SyscallsBySlot::with_host(
+        s.opts.hdr_precision,
+        s.opts.unknown_syscall_budget,
+    )));
+    let attached = attach(ebpf)?;
+    s.tasks.push(spawn(
+        attached,
+        agg.clone(),
+        s.opts.attribution.clone(),
+        s.stats.clone(),
+        s.opts.flush_interval,
+        s.stop.clone(),
+    )?);
+    Ok(Box::new(Syscalls {
+        agg,
+        attribution: s.opts.attribution.clone(),
+    }))
+}
+
+struct Syscalls {
+    agg: Arc<Mutex<SyscallsBySlot>>,
+    attribution: Option<Arc<Attribution>>,
+}
+
+impl Running for Syscalls {
+    fn collector(&self) -> Box<dyn Collector> {
+        Box::new(metrics::SyscallCollector {
+            agg: self.agg.clone(),
+            attribution: self.attribution.clone(),
+        })
+    }
+
+    fn reload(&self, args: &RunArgs) {
+        lock(&self.agg).set_budget(args.unknown_syscall_budget);
+    }
+
+    fn attach_view(&self) -> Option<Box<dyn super::AttachView>> {
+        Some(Box::new(view::SyscallView::new(self.agg.clone())))
+    }
+}
+
 /// What the running probe needs after attach: its ring and its flush program.
-pub struct Attached {
+struct Attached {
     ring: RingBuf<MapData>,
     flush: OwnedFd,
 }
 
-pub fn attach(ebpf: &mut Ebpf) -> Result<Attached> {
+fn attach(ebpf: &mut Ebpf) -> Result<Attached> {
     super::attach_raw_tracepoint(ebpf, "sys_enter", "sys_enter")?;
     super::attach_raw_tracepoint(ebpf, "sys_exit", "sys_exit")?;
     let flush: &mut RawTracePoint = ebpf
@@ -43,7 +128,7 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<Attached> {
 }
 
 /// Decodes one ring-buffer item; `None` if it is not a well-formed batch.
-pub fn decode_batch(bytes: &[u8]) -> Option<impl Iterator<Item = SyscallRecord> + '_> {
+fn decode_batch(bytes: &[u8]) -> Option<impl Iterator<Item = SyscallRecord> + '_> {
     const HEADER: usize = 8;
     const REC: usize = std::mem::size_of::<SyscallRecord>();
     let len = u32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
@@ -71,7 +156,7 @@ fn drain(
         match decode_batch(&item) {
             Some(records) => {
                 let mut resolver = attribution.map(Attribution::lock);
-                let mut agg = agg.lock().unwrap_or_else(|p| p.into_inner());
+                let mut agg = lock(agg);
                 let mut n = 0;
                 for rec in records {
                     let slot = match &mut resolver {
@@ -83,22 +168,18 @@ fn drain(
                 }
                 stats.add_events(n);
             }
-            None => {
-                stats
-                    .decode_errors
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
+            None => stats.add_decode_error(),
         }
     }
 }
 
 /// Runs the drain loop until `shutdown` flips, then flushes every CPU and
 /// drains a last time so nothing staged is left behind.
-pub fn spawn(
+fn spawn(
     attached: Attached,
     agg: Arc<Mutex<SyscallsBySlot>>,
     attribution: Option<Arc<Attribution>>,
-    stats: Arc<crate::stats::AgentStats>,
+    stats: Arc<ProbeStats>,
     interval: Duration,
     shutdown: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>> {
@@ -106,10 +187,9 @@ pub fn spawn(
     let Attached { ring, flush } = attached;
     let flush = Arc::new(flush);
     spawn_flusher(flush.clone(), cpus.clone(), interval, shutdown.clone());
-    let drain_ring = move |ring: &mut RingBuf<MapData>| {
-        drain(ring, &agg, attribution.as_deref(), &stats.syscalls)
-    };
-    super::ring::spawn_drain("syscall", ring, interval, shutdown, drain_ring, move || {
+    let drain_ring =
+        move |ring: &mut RingBuf<MapData>| drain(ring, &agg, attribution.as_deref(), &stats);
+    super::ring_drain::spawn("syscall", ring, interval, shutdown, drain_ring, move || {
         flush_all(&flush, &cpus)
     })
 }

@@ -1,0 +1,193 @@
+//! TCP connect probe, userspace side (kernel side: agent-ebpf/src/tcp.rs;
+//! records: agent-common/src/tcp.rs; test: tests/tcp.rs).
+//! One ring-buffer event per finished connect; the kernel wakes us per event
+//! (connects are rare), and a timer drains as a fallback.
+
+mod aggregate;
+mod metrics;
+pub(crate) mod view;
+
+use super::{Loss, Prepare, Probe, Running, Start, lock};
+use crate::bpf::LoadPlan;
+use crate::cli::RunArgs;
+use crate::k8s::cgroupfs::low32;
+use crate::k8s::{Attribution, Slot};
+use crate::stats::ProbeStats;
+use crate::tracefs::field;
+use agent_common::counters;
+use agent_common::tcp::{ConnectEvent, ConnectStart, TcpOffsets};
+use aggregate::TcpAggregate;
+use anyhow::{Context, Result};
+use aya::Ebpf;
+use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
+use prometheus_client::collector::Collector;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+pub(crate) const PROBE: Probe = Probe {
+    name: "tcp",
+    about: "outgoing TCP connects: latency, outcome, destination; passive opens",
+    needs: "tracepoint sock:inet_sock_set_state with tracefs, BPF ring buffers (5.8)",
+    streams: true,
+    losses: &[
+        ("ringbuf_full", Loss::Kernel(counters::TCP_RINGBUF_DROPS)),
+        (
+            "inflight_map_full",
+            Loss::Kernel(counters::TCP_INFLIGHT_FULL),
+        ),
+        ("decode", Loss::Decode),
+    ],
+    prepare,
+    start,
+    render: Some(view::render),
+};
+
+/// The classic tracepoint's records are read at this kernel's offsets
+/// (tracefs), so they are found before the object loads.
+fn prepare(p: &Prepare<'_>, plan: &mut LoadPlan) -> Result<()> {
+    let tracefs = crate::tracefs::ensure_mounted()?;
+    plan.global("TCP_OFFSETS", &offsets(&tracefs, p.btf)?);
+    Ok(())
+}
+
+fn start(ebpf: &mut Ebpf, s: &mut Start<'_>) -> Result<Box<dyn Running>> {
+    let agg = Arc::new(Mutex::new(TcpAggregate::new(
+        s.opts.hdr_precision,
+        s.opts.tcp_destination_budget,
+    )));
+    let Attached { ring, in_flight } = attach(ebpf)?;
+    s.tasks.push(spawn(
+        ring,
+        agg.clone(),
+        s.opts.attribution.clone(),
+        s.stats.clone(),
+        s.opts.flush_interval,
+        s.stop.clone(),
+    )?);
+    Ok(Box::new(Tcp {
+        agg,
+        attribution: s.opts.attribution.clone(),
+        in_flight,
+        kernel: s.kernel.clone(),
+    }))
+}
+
+/// The kernel's map of connects in SYN_SENT, read at scrape time.
+type InFlightMap = BpfHashMap<MapData, u64, ConnectStart>;
+
+struct Tcp {
+    agg: Arc<Mutex<TcpAggregate>>,
+    attribution: Option<Arc<Attribution>>,
+    in_flight: Arc<Mutex<InFlightMap>>,
+    kernel: Arc<crate::bpf::KernelCounters>,
+}
+
+impl Running for Tcp {
+    fn collector(&self) -> Box<dyn Collector> {
+        Box::new(metrics::TcpCollector {
+            agg: self.agg.clone(),
+            attribution: self.attribution.clone(),
+            in_flight: self.in_flight.clone(),
+            kernel: self.kernel.clone(),
+        })
+    }
+
+    fn reload(&self, args: &RunArgs) {
+        lock(&self.agg).set_budget(args.tcp_destination_budget);
+    }
+
+    fn attach_view(&self) -> Option<Box<dyn super::AttachView>> {
+        Some(Box::new(view::TcpView::new(self.agg.clone())))
+    }
+}
+
+/// Field offsets of `sock/inet_sock_set_state` on this kernel, and of
+/// `sock.sk_err` from kernel BTF (without it, failed connects cannot be told
+/// apart and are reported as other_error).
+fn offsets(
+    tracefs: &Path,
+    btf: Result<&crate::btf::KernelBtf, &anyhow::Error>,
+) -> Result<TcpOffsets> {
+    let state = |name| field(tracefs, "sock", "inet_sock_set_state", name);
+    let protocol = state("protocol")?;
+    let sk_err = match btf {
+        Ok(btf) => btf.member_offset("sock", "sk_err"),
+        Err(e) => Err(anyhow::anyhow!("{e:#}")),
+    };
+    let sk_err = sk_err.unwrap_or_else(|e| {
+        tracing::warn!("failed TCP connects will not be classified: {e:#}");
+        0
+    });
+    Ok(TcpOffsets {
+        skaddr: state("skaddr")?.offset,
+        oldstate: state("oldstate")?.offset,
+        newstate: state("newstate")?.offset,
+        sport: state("sport")?.offset,
+        dport: state("dport")?.offset,
+        family: state("family")?.offset,
+        protocol: protocol.offset,
+        protocol_size: protocol.size,
+        saddr_v6: state("saddr_v6")?.offset,
+        daddr_v6: state("daddr_v6")?.offset,
+        sk_err,
+        _pad: 0,
+    })
+}
+
+struct Attached {
+    ring: RingBuf<MapData>,
+    in_flight: Arc<Mutex<InFlightMap>>,
+}
+
+fn attach(ebpf: &mut Ebpf) -> Result<Attached> {
+    super::attach_tracepoint(ebpf, "inet_sock_set_state", "sock", "inet_sock_set_state")?;
+    let ring = RingBuf::try_from(ebpf.take_map("TCP_EVENTS").context("TCP_EVENTS missing")?)?;
+    let in_flight = BpfHashMap::try_from(
+        ebpf.take_map("TCP_INFLIGHT")
+            .context("TCP_INFLIGHT missing")?,
+    )?;
+    Ok(Attached {
+        ring,
+        in_flight: Arc::new(Mutex::new(in_flight)),
+    })
+}
+
+fn decode(bytes: &[u8]) -> Option<ConnectEvent> {
+    (bytes.len() >= size_of::<ConnectEvent>()).then(|| {
+        // SAFETY: long enough, and ConnectEvent is plain integers.
+        unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<ConnectEvent>()) }
+    })
+}
+
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    agg: &Mutex<TcpAggregate>,
+    attribution: Option<&Attribution>,
+    stats: &ProbeStats,
+) {
+    while let Some(item) = ring.next() {
+        match decode(&item) {
+            Some(ev) => {
+                let slot = attribution.map_or(Slot::HOST, |a| a.lock().slot(low32(ev.cgroup)));
+                lock(agg).record(&ev, slot);
+                stats.add_events(1);
+            }
+            None => stats.add_decode_error(),
+        }
+    }
+}
+
+fn spawn(
+    ring: RingBuf<MapData>,
+    agg: Arc<Mutex<TcpAggregate>>,
+    attribution: Option<Arc<Attribution>>,
+    stats: Arc<ProbeStats>,
+    interval: Duration,
+    shutdown: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let drain_ring =
+        move |ring: &mut RingBuf<MapData>| drain(ring, &agg, attribution.as_deref(), &stats);
+    super::ring_drain::spawn("TCP", ring, interval, shutdown, drain_ring, || {})
+}
