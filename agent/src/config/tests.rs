@@ -1,6 +1,6 @@
 use super::*;
 use crate::collectors::CollectorName;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Writes `text` to a fresh file named `name` (its extension picks the format).
 fn file(name: &str, text: &str) -> PathBuf {
