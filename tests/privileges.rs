@@ -125,6 +125,20 @@ fn attaches_drops_and_counts_exactly(prefix: &[&str], unreadable: &str) {
         );
     }
     assert_eq!(e.get("ebpf_agent_capabilities_effective", &[]), Some(0.0));
+    // Without CAP_SYS_ADMIN the kernel's BPF statistics cannot be turned on:
+    // the cost families are absent and one line says why; nothing fails.
+    assert!(
+        e.matching("ebpf_agent_probe_kernel_runs_total", &[])
+            .next()
+            .is_none()
+    );
+    assert!(
+        agent
+            .stderr()
+            .contains("enabling BPF run-time statistics failed"),
+        "{}",
+        agent.stderr()
+    );
 }
 
 #[test]

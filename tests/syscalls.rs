@@ -203,3 +203,36 @@ fn latency_buckets_can_be_chosen_and_the_kernel_uses_them_too() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("0.001 does not increase"), "{stderr}");
 }
+
+#[test]
+fn the_probes_own_kernel_cost_is_exported_per_program() {
+    const N: u64 = 50_000;
+    let w = Workload::start(&["syscalls", &N.to_string(), "0"]);
+    let agent = Agent::start(&["--pid", &w.pid()]);
+    let family = |e: &Exposition, name: &str, program: &str| {
+        e.value(name, &[("probe", "syscalls"), ("program", program)])
+    };
+    let before = agent.scrape();
+    w.go();
+    let after = agent.scrape_until(Duration::from_secs(10), |e| count(e, GETPPID) >= N as f64);
+    // The programs run for every syscall on the node (the PID filter is in
+    // them), so at least once per traced call, entry and exit each.
+    for program in ["sys_enter", "sys_exit"] {
+        let runs = family(&after, "ebpf_agent_probe_kernel_runs_total", program)
+            - family(&before, "ebpf_agent_probe_kernel_runs_total", program);
+        assert!(runs >= N as f64, "{program}: {runs} runs for {N} calls");
+        let secs = family(&after, "ebpf_agent_probe_kernel_seconds_total", program)
+            - family(&before, "ebpf_agent_probe_kernel_seconds_total", program);
+        assert!(secs > 0.0, "{program}: {secs} s");
+    }
+    // Every probe's programs are there, labelled with their probe.
+    for probe in ["tcp", "sched"] {
+        assert!(
+            after
+                .matching("ebpf_agent_probe_kernel_runs_total", &[("probe", probe)])
+                .next()
+                .is_some(),
+            "no kernel cost for probe {probe}"
+        );
+    }
+}

@@ -275,3 +275,48 @@ fn loaded(ebpf: &Ebpf) -> Vec<String> {
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+#[cfg(test)]
+mod docs_tests {
+    use super::PROBES;
+
+    fn read(doc: &str) -> String {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+        std::fs::read_to_string(format!("{path}/{doc}")).unwrap()
+    }
+
+    /// README's probe table is the table's rows, in its order.
+    #[test]
+    fn readme_lists_every_probe_as_the_table_describes_it() {
+        let readme = read("README.md");
+        let rows: Vec<&str> = readme
+            .lines()
+            .skip_while(|l| *l != "## Probes")
+            .skip(1)
+            .take_while(|l| !l.starts_with("## "))
+            .filter(|l| l.starts_with("| `"))
+            .collect();
+        let want: Vec<String> = PROBES
+            .iter()
+            .map(|p| format!("| `{}` | {} | {} |", p.name, p.about, p.needs))
+            .collect();
+        assert_eq!(rows.len(), want.len(), "README probe rows: {rows:#?}");
+        for (row, want) in rows.iter().zip(&want) {
+            assert_eq!(row, want);
+        }
+    }
+
+    /// docs/metrics.md has a section per probe and explains every drop stage.
+    #[test]
+    fn metrics_doc_covers_every_probe_and_drop_stage() {
+        let doc = read("docs/metrics.md");
+        for probe in PROBES {
+            let heading = format!("(probe `{}`)", probe.name);
+            assert!(doc.contains(&heading), "docs/metrics.md lacks {heading}");
+            for (stage, _) in probe.losses {
+                let item = format!("- **`{stage}`**");
+                assert!(doc.contains(&item), "docs/metrics.md lacks stage {stage}");
+            }
+        }
+    }
+}
