@@ -14,8 +14,8 @@
 
 use super::{
     BPFTRACE_ATTACH_WAIT, Background, BenchArgs, NOISY_SPREAD, READY_TIMEOUT, agent_bin,
-    allowed_cpus, interleaved, median, metric_sum, metric_sum_by, min_max, pin_current_thread,
-    print_machine, process_cpu, process_rss, require_root, scrape, start_agent,
+    allowed_cpus, interleaved, median, min_max, pin_current_thread, print_machine, process_cpu,
+    process_rss, require_root, scrape, start_agent,
 };
 use anyhow::{Context, Result, bail};
 use std::collections::BTreeMap;
@@ -310,8 +310,10 @@ impl Counters {
     fn scrape(addr: SocketAddr) -> Result<Counters> {
         let text = scrape(addr)?;
         let missing = |name: &str| format!("{name}{{probe=\"syscalls\"}} missing from /metrics");
-        let received = metric_sum(&text, RECEIVED, &[PROBE]).with_context(|| missing(RECEIVED))?;
-        let dropped = metric_sum_by(&text, DROPPED, &[PROBE], "stage");
+        let received = text
+            .sum(RECEIVED, &[PROBE])
+            .with_context(|| missing(RECEIVED))?;
+        let dropped = text.sum_by(DROPPED, &[PROBE], "stage");
         if dropped.is_empty() {
             bail!(missing(DROPPED));
         }
