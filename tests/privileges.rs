@@ -74,7 +74,14 @@ fn attaches_drops_and_counts_exactly(prefix: &[&str], unreadable: &str) {
     let w = Workload::start(&["syscalls", &N.to_string(), &M.to_string()]);
     let agent = Agent::start_under(
         prefix,
-        &["--pid", &w.pid(), "--probes", "syscalls,tcp,sched"],
+        &[
+            "--pid",
+            &w.pid(),
+            "--probes",
+            "syscalls,tcp,sched",
+            "--bpf-stats",
+            "on",
+        ],
     );
     // /readyz answers only once the drop is done.
     assert_all_threads_hold(&agent, &["CapEff:", "CapPrm:", "CapInh:", "CapAmb:"], 0);

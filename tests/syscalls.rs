@@ -208,7 +208,7 @@ fn latency_buckets_can_be_chosen_and_the_kernel_uses_them_too() {
 fn the_probes_own_kernel_cost_is_exported_per_program() {
     const N: u64 = 50_000;
     let w = Workload::start(&["syscalls", &N.to_string(), "0"]);
-    let agent = Agent::start(&["--pid", &w.pid()]);
+    let agent = Agent::start(&["--pid", &w.pid(), "--bpf-stats", "on"]);
     let family = |e: &Exposition, name: &str, program: &str| {
         e.value(name, &[("probe", "syscalls"), ("program", program)])
     };

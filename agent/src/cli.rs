@@ -85,6 +85,14 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 50)]
     pub tcp_destination_budget: usize,
 
+    /// The probes' kernel cost (ebpf_agent_probe_kernel_*), from the kernel's
+    /// BPF run-time statistics: `auto` exports it when they are on already
+    /// (sysctl kernel.bpf_stats_enabled=1), `on` turns them on while the
+    /// agent runs (CAP_SYS_ADMIN at start), `off` never exports it. They add
+    /// two clock reads to every program run: docs/benchmarks.md has the cost.
+    #[arg(long, value_enum, default_value = "auto", value_name = "MODE")]
+    pub bpf_stats: crate::self_metrics::StatsMode,
+
     /// Capabilities kept after the probes are attached, comma separated
     /// (`bpf,perfmon`); `none` drops them all.
     #[arg(long, value_delimiter = ',', default_value = "none", value_parser = crate::privileges::parse_keep)]

@@ -49,7 +49,7 @@ pub async fn run(config: Loaded) -> Result<()> {
         stop_rx.clone(),
     )?;
     // Needs CAP_SYS_ADMIN, so before the drop; held until exit.
-    let bpf_stats = BpfStats::enable(&args.collectors.procfs);
+    let bpf_stats = BpfStats::enable(args.bpf_stats, &args.collectors.procfs);
     let traced = args
         .pid
         .map(|pid| args.collectors.procfs.join(pid.to_string()));
