@@ -225,6 +225,11 @@ fn the_probes_own_kernel_cost_is_exported_per_program() {
             - family(&before, "ebpf_agent_probe_kernel_seconds_total", program);
         assert!(secs > 0.0, "{program}: {secs} s");
     }
+    // The agent's own CPU, by stage: the burst was drained, scrapes encoded.
+    for stage in ["drain", "scrape"] {
+        let cpu = after.value("ebpf_agent_cpu_seconds_total", &[("stage", stage)]);
+        assert!(cpu > 0.0, "{stage}: {cpu} s");
+    }
     // Every probe's programs are there, labelled with their probe.
     for probe in ["tcp", "sched"] {
         assert!(

@@ -62,8 +62,10 @@ async fn metrics(State(s): State<Arc<HttpState>>, headers: axum::http::HeaderMap
     // Collectors read /proc, /sys and BPF maps: blocking work, kept off the
     // async workers so a slow scrape cannot stall draining the ring buffers.
     let encoded = tokio::task::spawn_blocking(move || {
-        let mut body = String::with_capacity(64 * 1024);
-        encode_all(&mut body, &s.registries).map(|()| body)
+        crate::stage_cpu::measure(crate::stage_cpu::Stage::Scrape, || {
+            let mut body = String::with_capacity(64 * 1024);
+            encode_all(&mut body, &s.registries).map(|()| body)
+        })
     })
     .await;
     match encoded {

@@ -38,6 +38,7 @@ pub(crate) fn registry(
         stats: started.stats.clone(),
         kernel: started.kernel.clone(),
     }));
+    r.register_collector(Box::new(crate::stage_cpu::StageCpu));
     if bpf_stats.is_some() {
         r.register_collector(Box::new(ProgramCost::new(started)));
     }
