@@ -8,11 +8,13 @@
 pub mod agent;
 pub mod exposition;
 pub mod http;
+pub mod pod;
 pub mod process;
 pub mod tools;
 
 pub use agent::{Agent, agent_bin, require_root, wait_ready};
 pub use exposition::{Exposition, Sample};
 pub use http::{HttpResponse, free_port, http_get, http_get_accept};
-pub use process::{Workload, cgroup2_root, workload_bin};
-pub use tools::{openmetrics_check, promtool_check};
+pub use pod::Pod;
+pub use process::{MemoryCgroup, Workload, cgroup2_root, workload_bin};
+pub use tools::{Bpftrace, openmetrics_check, promtool_check};

@@ -76,10 +76,57 @@ impl Workload {
         printed
     }
 
+    /// Lets the workload run and waits for it to end, however it ends (a
+    /// workload the test expects the kernel to kill).
+    pub fn release(mut self) -> std::process::ExitStatus {
+        self.child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        self.child.wait().unwrap()
+    }
+
     /// The next line the workload printed.
     pub fn line(&mut self) -> String {
         let mut line = String::new();
         self.stdout.read_line(&mut line).unwrap();
         line.trim().to_string()
+    }
+}
+
+/// A memory cgroup with a limit, removed on drop: on cgroup v2 where the
+/// memory controller is enabled there, else on cgroup v1's memory hierarchy.
+pub struct MemoryCgroup {
+    dir: PathBuf,
+}
+
+impl MemoryCgroup {
+    pub fn new(name: &str, limit_bytes: u64) -> MemoryCgroup {
+        let v2 = cgroup2_root();
+        let v2_memory = std::fs::read_to_string(v2.join("cgroup.subtree_control"))
+            .is_ok_and(|s| s.split_whitespace().any(|c| c == "memory"));
+        let (parent, limit_file) = if v2_memory {
+            (v2, "memory.max")
+        } else {
+            (
+                PathBuf::from("/sys/fs/cgroup/memory"),
+                "memory.limit_in_bytes",
+            )
+        };
+        let dir = parent.join(format!("{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|e| panic!("cannot create memory cgroup {}: {e}", dir.display()));
+        std::fs::write(dir.join(limit_file), limit_bytes.to_string())
+            .unwrap_or_else(|e| panic!("cannot set {limit_file} in {}: {e}", dir.display()));
+        MemoryCgroup { dir }
+    }
+
+    /// Moves process `pid` into the cgroup.
+    pub fn add(&self, pid: &str) {
+        std::fs::write(self.dir.join("cgroup.procs"), pid)
+            .unwrap_or_else(|e| panic!("cannot move {pid} into {}: {e}", self.dir.display()));
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.dir);
     }
 }

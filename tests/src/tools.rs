@@ -72,3 +72,46 @@ pub fn openmetrics_check(text: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// bpftrace running a program, for counting the same events as the agent.
+pub struct Bpftrace {
+    child: std::process::Child,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Bpftrace {
+    /// Starts `program` and returns once its probes are attached.
+    pub fn start(program: &str) -> Bpftrace {
+        use std::io::BufRead;
+        let mut child = Command::new("bpftrace")
+            .args(["-e", program])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run bpftrace ({e}): {INSTALL_HINT}"));
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert!(line.starts_with("Attaching"), "bpftrace said {line:?}");
+        // "Attaching" is printed before the probes are attached.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        Bpftrace { child, stdout }
+    }
+
+    /// Stops it (SIGINT, which prints its maps) and returns map `name`'s
+    /// value as printed (`@name: 3`).
+    pub fn stop(mut self, name: &str) -> f64 {
+        use std::io::Read;
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let mut out = String::new();
+        self.stdout.read_to_string(&mut out).unwrap();
+        self.child.wait().unwrap();
+        let prefix = format!("@{name}: ");
+        out.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no @{name} in bpftrace's output: {out}"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+}

@@ -148,7 +148,9 @@ fn bad_values_name_the_file_key_and_value() {
     let path = file("bad-probe.toml", "probes = [\"tcp\", \"bogus\"]\n");
     let e = load_with(Some(&path), &[], &[]).unwrap_err();
     assert!(
-        e.ends_with("key probes: invalid value bogus: valid values are syscalls, tcp, sched, none"),
+        e.ends_with(
+            "key probes: invalid value bogus: valid values are syscalls, tcp, sched, oom, none"
+        ),
         "{e}"
     );
     let path = file("bad-type.yaml", "strict: [true]\nlisten: 1\n");

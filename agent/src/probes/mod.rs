@@ -3,6 +3,7 @@
 //! the table: `--probes` values, start-up, self-stats, the registry, reload
 //! and attach mode. Adding a probe: docs/adding-a-probe.md.
 
+mod oom;
 mod program;
 mod ring_drain;
 pub(crate) mod sched;
@@ -27,7 +28,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Every probe, in the order they start and are reported.
-pub(crate) const PROBES: [&Probe; 3] = [&syscalls::PROBE, &tcp::PROBE, &sched::PROBE];
+pub(crate) const PROBES: [&Probe; 4] = [&syscalls::PROBE, &tcp::PROBE, &sched::PROBE, &oom::PROBE];
 
 /// A probe, described once.
 pub(crate) struct Probe {
@@ -175,7 +176,7 @@ pub(crate) fn start_all(opts: &StartOptions, stop: watch::Receiver<bool>) -> Res
     // Probes read kernel struct offsets from BTF: parse it once.
     let btf = KernelBtf::read();
     if opts.follow_children {
-        let task = sched::offsets(btf.as_ref()).map_err(|e| {
+        let task = crate::btf::task_offsets(btf.as_ref()).map_err(|e| {
             e.context("following children needs task_struct offsets from kernel BTF")
         })?;
         plan.global("TASK_OFFSETS", &task);

@@ -50,3 +50,12 @@ where
         drain(ring.get_mut());
     }))
 }
+
+/// One fixed-size record from a ring-buffer item; None if the item is too
+/// short (counted by the caller as a decode loss).
+pub(crate) fn decode<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
+    (bytes.len() >= size_of::<T>()).then(|| {
+        // SAFETY: long enough, and Pod types are valid for any bytes.
+        unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) }
+    })
+}

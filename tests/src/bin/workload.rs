@@ -12,6 +12,9 @@
 //!                            thread each (TCP_SYNCNT = SYNCNT if > 0); prints
 //!                            what connect() returned: "success=.. ECONNREFUSED=.."
 //!
+//!   workload hog MB          touches MB MiB of fresh memory, page by page (in a
+//!                            small memory cgroup: the OOM killer's victim)
+//!
 //!   workload demo N M PORT K
 //!                            no "ready"/"go": at once N getppid() and M fchdir(-1)
 //!                            calls, sleeps 200 ms, K connects to 127.0.0.1:PORT,
@@ -75,6 +78,7 @@ fn main() {
             }
         }
         "connect" => connects(&args[2..]),
+        "hog" => hog(num(2)),
         "spin" => spinners.unwrap().run(),
         _ => panic!("unknown mode {mode:?}"),
     }
@@ -93,6 +97,19 @@ fn demo(n: u64, m: u64, port: u16, k: u64) -> ! {
         assert_eq!(connect_once(addr, 0), "success");
     }
     std::process::exit(3);
+}
+
+fn hog(mib: u64) {
+    let mut held = Vec::new();
+    for _ in 0..mib {
+        // One page in every 4 KiB written, so each MiB is really charged.
+        let mut chunk = vec![0u8; 1 << 20];
+        for page in chunk.chunks_mut(4096) {
+            page[0] = 1;
+        }
+        held.push(chunk);
+    }
+    std::hint::black_box(&held);
 }
 
 fn getppid_loop(n: u64) {
