@@ -4,6 +4,8 @@
 //! Tests that cannot run (not root, binary missing, tool missing) panic with
 //! the reason: nothing here skips silently.
 
+pub mod prometheus;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,0 +1,273 @@
+//! The mixin: deploy/prometheus/ rules and deploy/grafana/ dashboard, checked
+//! by promtool and run by a real Prometheus (Debian's) scraping the real agent.
+//! - promtool checks the rules and runs their unit tests (each alert and its near miss);
+//! - every dashboard query, with its variables filled in, runs on Prometheus and
+//!   returns series, and every recording rule evaluates;
+//! - a burst of failing syscalls makes EbpfAgentSyscallErrorRatioHigh fire,
+//!   and the time from the burst to `firing` is printed.
+
+use serde_json::Value;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tests::prometheus::{Prometheus, Settings, promtool, read_repo_file, repo_root, url_encode};
+use tests::{Agent, Workload};
+
+const RULES: &str = "deploy/prometheus/ebpf-agent.rules.yml";
+const RULE_TESTS: &str = "deploy/prometheus/tests/ebpf-agent.rules.test.yml";
+const DASHBOARD: &str = "deploy/grafana/ebpf-agent.json";
+
+#[test]
+fn rules_pass_promtool_check_and_their_unit_tests() {
+    let check = promtool(&["check", "rules", RULES]);
+    assert!(check.contains("SUCCESS: 18 rules found"), "{check}");
+    let test = promtool(&["test", "rules", RULE_TESTS]);
+    assert!(test.contains("SUCCESS"), "{test}");
+}
+
+/// A dashboard query with Grafana's variables filled in for one agent.
+fn substitute(expr: &str, instance: &str) -> String {
+    expr.replace("$__rate_interval", "1m")
+        .replace("$job", "ebpf-agent")
+        .replace("$node", instance)
+        .replace("$namespace", ".*")
+        .replace("$pod", ".*")
+}
+
+/// `label_values(SELECTOR, LABEL)` of a Grafana query variable.
+fn label_values(query: &str) -> (&str, &str) {
+    let inner = query
+        .strip_prefix("label_values(")
+        .and_then(|q| q.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("variable query {query:?} is not label_values(...)"));
+    let (selector, label) = inner.rsplit_once(',').unwrap();
+    (selector.trim(), label.trim())
+}
+
+#[test]
+fn every_dashboard_query_and_recording_rule_runs_on_a_real_prometheus() {
+    let agent = Agent::start(&[]);
+    let instance = agent.addr.to_string();
+    let prometheus = Prometheus::start(&Settings {
+        target: agent.addr,
+        interval: "1s",
+        rule_files: vec![repo_root().join(RULES)],
+    });
+    // Two scrapes give every rate() a value.
+    prometheus.wait_for(
+        r#"rate(ebpf_agent_syscalls_total{job="ebpf-agent"}[1m]) > 0"#,
+        Duration::from_secs(30),
+    );
+
+    let dashboard: Value = serde_json::from_str(&read_repo_file(DASHBOARD)).unwrap();
+    let variables = dashboard["templating"]["list"].as_array().unwrap();
+    let names: Vec<&str> = variables
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["datasource", "job", "node", "namespace", "pod"]);
+    assert_eq!(variables[0]["type"], "datasource");
+    assert_eq!(variables[0]["query"], "prometheus");
+    let mut failures = Vec::new();
+    for v in &variables[1..] {
+        let (selector, label) = label_values(v["query"]["query"].as_str().unwrap());
+        let path = format!(
+            "/api/v1/label/{label}/values?match[]={}",
+            url_encode(&substitute(selector, &instance))
+        );
+        match prometheus.api(&path) {
+            Ok(values) => {
+                let values: Vec<&str> = values
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect();
+                let want = match label {
+                    "job" => Some("ebpf-agent"),
+                    "instance" => Some(instance.as_str()),
+                    // Container labels are off on this (non-Kubernetes) machine: no values,
+                    // and the variables' "All" (.*) matches the empty label.
+                    _ => None,
+                };
+                if want.is_some_and(|w| !values.contains(&w)) {
+                    failures.push(format!("variable {}: {values:?} lacks {want:?}", v["name"]));
+                }
+            }
+            Err(e) => failures.push(format!("variable {}: {e}", v["name"])),
+        }
+    }
+
+    let mut queries = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        let title = panel["title"].as_str().unwrap();
+        if panel["type"] == "row" {
+            continue;
+        }
+        assert_eq!(panel["datasource"]["uid"], "${datasource}", "panel {title}");
+        for target in panel["targets"].as_array().unwrap() {
+            assert_eq!(
+                target["datasource"]["uid"], "${datasource}",
+                "panel {title}"
+            );
+            let expr = substitute(target["expr"].as_str().unwrap(), &instance);
+            queries += 1;
+            match prometheus.query(&expr) {
+                Ok(series) if series.is_empty() => {
+                    failures.push(format!("{title}: no series from {expr}"))
+                }
+                Ok(_) => {}
+                Err(e) => failures.push(format!("{title}: {expr}: {e}")),
+            }
+        }
+    }
+    assert!(queries >= 30, "only {queries} dashboard queries");
+
+    // Every rule evaluates without error, and every recording rule records series
+    // once an evaluation has seen two scrapes.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (rules, recorded, missing) = loop {
+        let rules = prometheus.rules();
+        let recorded: Vec<String> = rules
+            .iter()
+            .filter(|r| r["type"] == "recording")
+            .map(|r| format!("{}{{instance=\"{instance}\"}}", r["name"].as_str().unwrap()))
+            .collect();
+        let missing: Vec<String> = recorded
+            .iter()
+            .filter(|q| prometheus.query(q).map_or(true, |s| s.is_empty()))
+            .cloned()
+            .collect();
+        if missing.is_empty() || Instant::now() > deadline {
+            break (rules, recorded.len(), missing);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(rules.len(), 18, "rules loaded: {rules:#?}");
+    for rule in &rules {
+        if rule["health"] != "ok" {
+            failures.push(format!(
+                "rule {}: health {} {}",
+                rule["name"], rule["health"], rule["lastError"]
+            ));
+        }
+    }
+    failures.extend(
+        missing
+            .iter()
+            .map(|q| format!("recording rule: no series from {q}")),
+    );
+    assert_eq!(recorded, 8);
+    assert!(
+        failures.is_empty(),
+        "{} of {queries} dashboard queries, 4 variables and {} rules failed:\n{}",
+        failures.len(),
+        rules.len(),
+        failures.join("\n")
+    );
+    eprintln!(
+        "{queries} dashboard queries, 4 variables, {} rules ({recorded} recording) ran on Prometheus",
+        rules.len()
+    );
+}
+
+/// The rules with every `for:` shortened to `for_`, the test-only override
+/// that lets an alert fire within seconds (docs/mixin.md, "Testing").
+fn rules_with_short_for(for_: &str) -> String {
+    let rules = read_repo_file(RULES);
+    let mut out = String::new();
+    let mut replaced = 0;
+    for line in rules.lines() {
+        match line.split_once("for: ") {
+            Some((indent, _)) if indent.trim().is_empty() => {
+                out.push_str(&format!("{indent}for: {for_}\n"));
+                replaced += 1;
+            }
+            _ => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    assert_eq!(replaced, 10, "every alert has a for:");
+    out
+}
+
+#[test]
+fn a_burst_of_failing_syscalls_fires_the_error_ratio_alert() {
+    const BURST_MS: u64 = 3000;
+    const FOR: &str = "5s";
+    let workload = Workload::start(&["fail", &BURST_MS.to_string()]);
+    let agent = Agent::start(&["--pid", &workload.pid()]);
+    let rules =
+        std::env::temp_dir().join(format!("ebpf-agent-mixin-rules-{}.yml", std::process::id()));
+    std::fs::write(&rules, rules_with_short_for(FOR)).unwrap();
+    let _cleanup = RemoveOnDrop(rules.clone());
+    promtool(&["check", "rules", rules.to_str().unwrap()]);
+    let prometheus = Prometheus::start(&Settings {
+        target: agent.addr,
+        interval: "1s",
+        rule_files: vec![rules],
+    });
+    prometheus.wait_for(
+        r#"count_over_time(up{job="ebpf-agent"}[1m]) >= 3"#,
+        Duration::from_secs(30),
+    );
+    let quiet = prometheus.alerts();
+    assert!(quiet.is_empty(), "alerts before the burst: {quiet:#?}");
+
+    let burst = Instant::now();
+    let printed = workload.go();
+    let failed = printed[0].strip_prefix("failed=").unwrap();
+    let fired = loop {
+        let firing: Vec<Value> = prometheus
+            .alerts()
+            .into_iter()
+            .filter(|a| a["state"] == "firing")
+            .collect();
+        if !firing.is_empty() {
+            break firing;
+        }
+        assert!(
+            burst.elapsed() < Duration::from_secs(60),
+            "no alert fired within 60 s of the burst; alerts: {:#?}",
+            prometheus.alerts()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let elapsed = burst.elapsed();
+    eprintln!(
+        "{failed} failing fchdir() calls over {BURST_MS} ms; EbpfAgentSyscallErrorRatioHigh firing \
+         {:.1} s after the burst began (scrape and evaluation every 1 s, for: {FOR})",
+        elapsed.as_secs_f64()
+    );
+    assert_eq!(
+        fired.len(),
+        1,
+        "only the error ratio alert fires: {fired:#?}"
+    );
+    let labels = &fired[0]["labels"];
+    assert_eq!(labels["alertname"], "EbpfAgentSyscallErrorRatioHigh");
+    assert_eq!(labels["instance"], agent.addr.to_string());
+    assert_eq!(labels["job"], "ebpf-agent");
+    assert_eq!(labels["severity"], "warning");
+    // Every syscall of the workload but a handful (its read of "go", its writes) failed.
+    let ratio: f64 = fired[0]["value"].as_str().unwrap().parse().unwrap();
+    assert!(ratio > 0.99 && ratio <= 1.0, "error ratio {ratio}");
+    // Bounded by the burst's first scrape (1 s), the scrape that gives rate() its
+    // second sample (1 s), an evaluation (1 s), for: 5 s and the next evaluation (1 s);
+    // the rest is slack for a loaded machine.
+    assert!(
+        elapsed < Duration::from_secs(20),
+        "firing after {elapsed:?}"
+    );
+    let all = prometheus.alerts();
+    assert_eq!(all.len(), 1, "no other alert is even pending: {all:#?}");
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
