@@ -3,8 +3,9 @@
 //! - promtool checks the rules and runs their unit tests (each alert and its near miss);
 //! - every dashboard query, with its variables filled in, runs on Prometheus and
 //!   returns series, and every recording rule evaluates;
-//! - a burst of failing syscalls makes EbpfAgentSyscallErrorRatioHigh fire,
-//!   and the time from the burst to `firing` is printed.
+//! - a burst of failing syscalls makes EbpfAgentSyscallErrorRatioHigh fire, and
+//!   refused connects EbpfAgentTcpConnectFailuresHigh; the time from the burst
+//!   to `firing` is printed.
 
 use serde_json::Value;
 use std::path::PathBuf;
@@ -192,15 +193,31 @@ fn rules_with_short_for(for_: &str) -> String {
     out
 }
 
-#[test]
-fn a_burst_of_failing_syscalls_fires_the_error_ratio_alert() {
-    const BURST_MS: u64 = 3000;
-    const FOR: &str = "5s";
-    let workload = Workload::start(&["fail", &BURST_MS.to_string()]);
+/// The test-only `for:` of the real-alert tests.
+const SHORT_FOR: &str = "5s";
+
+/// What one real-alert run saw.
+struct Fired {
+    /// The one alert firing.
+    alert: Value,
+    /// From letting the workload go to the alert's `firing`.
+    elapsed: Duration,
+    /// What the workload printed.
+    printed: Vec<String>,
+}
+
+/// Runs `workload` traced by its own agent (`--pid`), scraped every second by a
+/// Prometheus with the rules (every `for:` shortened to SHORT_FOR). Requires no
+/// alert before the workload goes, then exactly `alertname` firing for that
+/// agent and nothing else pending or firing.
+fn burst_fires(workload: &[&str], alertname: &str) -> Fired {
+    let workload = Workload::start(workload);
     let agent = Agent::start(&["--pid", &workload.pid()]);
-    let rules =
-        std::env::temp_dir().join(format!("ebpf-agent-mixin-rules-{}.yml", std::process::id()));
-    std::fs::write(&rules, rules_with_short_for(FOR)).unwrap();
+    let rules = std::env::temp_dir().join(format!(
+        "ebpf-agent-mixin-{alertname}-{}.yml",
+        std::process::id()
+    ));
+    std::fs::write(&rules, rules_with_short_for(SHORT_FOR)).unwrap();
     let _cleanup = RemoveOnDrop(rules.clone());
     promtool(&["check", "rules", rules.to_str().unwrap()]);
     let prometheus = Prometheus::start(&Settings {
@@ -208,6 +225,8 @@ fn a_burst_of_failing_syscalls_fires_the_error_ratio_alert() {
         interval: "1s",
         rule_files: vec![rules],
     });
+    // A baseline of a few scrapes, so counters that exist before the burst
+    // (the connect outcomes) have samples from before it.
     prometheus.wait_for(
         r#"count_over_time(up{job="ebpf-agent"}[1m]) >= 3"#,
         Duration::from_secs(30),
@@ -217,8 +236,7 @@ fn a_burst_of_failing_syscalls_fires_the_error_ratio_alert() {
 
     let burst = Instant::now();
     let printed = workload.go();
-    let failed = printed[0].strip_prefix("failed=").unwrap();
-    let fired = loop {
+    let firing = loop {
         let firing: Vec<Value> = prometheus
             .alerts()
             .into_iter()
@@ -235,33 +253,73 @@ fn a_burst_of_failing_syscalls_fires_the_error_ratio_alert() {
         std::thread::sleep(Duration::from_millis(100));
     };
     let elapsed = burst.elapsed();
-    eprintln!(
-        "{failed} failing fchdir() calls over {BURST_MS} ms; EbpfAgentSyscallErrorRatioHigh firing \
-         {:.1} s after the burst began (scrape and evaluation every 1 s, for: {FOR})",
-        elapsed.as_secs_f64()
-    );
-    assert_eq!(
-        fired.len(),
-        1,
-        "only the error ratio alert fires: {fired:#?}"
-    );
-    let labels = &fired[0]["labels"];
-    assert_eq!(labels["alertname"], "EbpfAgentSyscallErrorRatioHigh");
+    assert_eq!(firing.len(), 1, "only {alertname} fires: {firing:#?}");
+    let alert = firing.into_iter().next().unwrap();
+    let labels = &alert["labels"];
+    assert_eq!(labels["alertname"], alertname);
     assert_eq!(labels["instance"], agent.addr.to_string());
     assert_eq!(labels["job"], "ebpf-agent");
     assert_eq!(labels["severity"], "warning");
-    // Every syscall of the workload but a handful (its read of "go", its writes) failed.
-    let ratio: f64 = fired[0]["value"].as_str().unwrap().parse().unwrap();
-    assert!(ratio > 0.99 && ratio <= 1.0, "error ratio {ratio}");
-    // Bounded by the burst's first scrape (1 s), the scrape that gives rate() its
-    // second sample (1 s), an evaluation (1 s), for: 5 s and the next evaluation (1 s);
-    // the rest is slack for a loaded machine.
-    assert!(
-        elapsed < Duration::from_secs(20),
-        "firing after {elapsed:?}"
-    );
     let all = prometheus.alerts();
     assert_eq!(all.len(), 1, "no other alert is even pending: {all:#?}");
+    // Bounded by the scrape that first sees the burst (1 s), the one that gives
+    // rate() its second sample (1 s), an evaluation (1 s), for: 5 s and the next
+    // evaluation (1 s); the rest is slack for a loaded machine.
+    assert!(
+        elapsed < Duration::from_secs(20),
+        "{alertname} firing only after {elapsed:?}"
+    );
+    Fired {
+        alert,
+        elapsed,
+        printed,
+    }
+}
+
+fn value(alert: &Value) -> f64 {
+    alert["value"].as_str().unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_burst_of_failing_syscalls_fires_the_error_ratio_alert() {
+    const BURST_MS: u64 = 3000;
+    let fired = burst_fires(
+        &["fail", &BURST_MS.to_string()],
+        "EbpfAgentSyscallErrorRatioHigh",
+    );
+    let failed = fired.printed[0].strip_prefix("failed=").unwrap();
+    eprintln!(
+        "{failed} failing fchdir() calls over {BURST_MS} ms: EbpfAgentSyscallErrorRatioHigh firing \
+         {:.1} s after the burst began (scrape and evaluation every 1 s, for: {SHORT_FOR})",
+        fired.elapsed.as_secs_f64()
+    );
+    // Every syscall of the workload but a handful (its read of "go", its writes) failed.
+    let ratio = value(&fired.alert);
+    assert!(ratio > 0.99 && ratio <= 1.0, "error ratio {ratio}");
+}
+
+#[test]
+fn a_burst_of_refused_connects_fires_the_connect_failure_alert() {
+    // 300 refused connects at once: over the rule's 5m window that is 1/s, above
+    // its 0.5/s floor, and all of the workload's connects fail (ratio 1 > 0.1).
+    const CONNECTS: u32 = 300;
+    let closed = tests::free_port();
+    let fired = burst_fires(
+        &[
+            "connect",
+            "0",
+            &format!("127.0.0.1:{closed}"),
+            &CONNECTS.to_string(),
+        ],
+        "EbpfAgentTcpConnectFailuresHigh",
+    );
+    assert_eq!(fired.printed, [format!("ECONNREFUSED={CONNECTS}")]);
+    eprintln!(
+        "{CONNECTS} refused connects on loopback: EbpfAgentTcpConnectFailuresHigh firing {:.1} s \
+         after them (scrape and evaluation every 1 s, for: {SHORT_FOR})",
+        fired.elapsed.as_secs_f64()
+    );
+    assert_eq!(value(&fired.alert), 1.0, "every connect failed");
 }
 
 struct RemoveOnDrop(PathBuf);
