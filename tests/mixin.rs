@@ -10,12 +10,21 @@
 use serde_json::Value;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use tests::prometheus::{Prometheus, Settings, promtool, read_repo_file, repo_root, url_encode};
+use tests::prometheus::{
+    Prometheus, Settings, jsonnet, promtool, read_repo_file, repo_root, url_encode,
+};
 use tests::{Agent, Workload};
 
 const RULES: &str = "deploy/prometheus/ebpf-agent.rules.yml";
 const RULE_TESTS: &str = "deploy/prometheus/tests/ebpf-agent.rules.test.yml";
 const DASHBOARD: &str = "deploy/grafana/ebpf-agent.json";
+
+const MIXIN: &str = "deploy/prometheus/mixin";
+
+/// The rule file the mixin renders with `config` (a jsonnet object) as its knobs.
+fn render(config: &str) -> String {
+    jsonnet(&format!("(import '{MIXIN}/render.libsonnet')({config})"))
+}
 
 #[test]
 fn rules_pass_promtool_check_and_their_unit_tests() {
@@ -23,6 +32,45 @@ fn rules_pass_promtool_check_and_their_unit_tests() {
     assert!(check.contains("SUCCESS: 18 rules found"), "{check}");
     let test = promtool(&["test", "rules", RULE_TESTS]);
     assert!(test.contains("SUCCESS"), "{test}");
+}
+
+#[test]
+fn the_rule_file_is_the_rendered_mixin_and_its_knobs_work() {
+    assert!(
+        render("{}") == read_repo_file(RULES),
+        "{RULES} is not what {MIXIN} renders: regenerate it with\n  \
+         jsonnet -S -e \"(import '{MIXIN}/render.libsonnet')({{}})\" > {RULES}"
+    );
+    let files: Vec<String> = std::fs::read_dir(repo_root().join(MIXIN))
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .collect();
+    let mut fmt = vec!["--test"];
+    fmt.extend(files.iter().map(String::as_str));
+    let out = std::process::Command::new("jsonnetfmt")
+        .args(&fmt)
+        .output()
+        .expect("jsonnetfmt (package jsonnet)");
+    assert!(out.status.success(), "jsonnetfmt -i would change {files:?}");
+    // A tuned rendering: another job, another threshold, another for:.
+    let tuned =
+        render("{selector: 'job=\"node-agent\"', runqueueP99Seconds: 0.1, syscallErrorFor: '30m'}");
+    // Every rule's selector moved: 3 one-line expressions (quotes escaped) and 16
+    // selectors in block expressions.
+    assert!(!tuned.contains(r#"job="ebpf-agent""#) && !tuned.contains(r#"job=\"ebpf-agent"#));
+    assert_eq!(tuned.matches(r#"job=\"node-agent\""#).count(), 3);
+    assert_eq!(tuned.matches(r#"job="node-agent""#).count(), 16);
+    assert!(tuned.contains("histogram_quantile{quantile=\"0.99\"} > 0.1\n"));
+    assert!(tuned.contains("for: \"30m\""));
+    let path = std::env::temp_dir().join(format!("ebpf-agent-tuned-{}.yml", std::process::id()));
+    std::fs::write(&path, tuned).unwrap();
+    let _cleanup = RemoveOnDrop(path.clone());
+    promtool(&["check", "rules", path.to_str().unwrap()]);
+    // The mixin's dashboard is the one in deploy/grafana/.
+    let dashboard = jsonnet(&format!(
+        "(import '{MIXIN}/mixin.libsonnet').grafanaDashboards['ebpf-agent.json'].uid"
+    ));
+    assert_eq!(dashboard.trim(), "ebpf-agent");
 }
 
 /// A dashboard query with Grafana's variables filled in for one agent.
@@ -171,26 +219,20 @@ fn every_dashboard_query_and_recording_rule_runs_on_a_real_prometheus() {
     );
 }
 
-/// The rules with every `for:` shortened to `for_`, the test-only override
-/// that lets an alert fire within seconds (docs/mixin.md, "Testing").
+/// The rules with every `for:` knob of the mixin set to `for_`: the test-only
+/// override that lets an alert fire within seconds (docs/mixin.md, "Testing").
 fn rules_with_short_for(for_: &str) -> String {
-    let rules = read_repo_file(RULES);
-    let mut out = String::new();
-    let mut replaced = 0;
-    for line in rules.lines() {
-        match line.split_once("for: ") {
-            Some((indent, _)) if indent.trim().is_empty() => {
-                out.push_str(&format!("{indent}for: {for_}\n"));
-                replaced += 1;
-            }
-            _ => {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-    }
-    assert_eq!(replaced, 10, "every alert has a for:");
-    out
+    let rules = render(&format!(
+        "{{ [k]: '{for_}' for k in std.objectFields((import '{MIXIN}/config.libsonnet')._config) \
+         if std.endsWith(k, 'For') }}"
+    ));
+    let short = format!("for: \"{for_}\"");
+    assert_eq!(
+        rules.matches(&short).count(),
+        10,
+        "every alert has a short for:"
+    );
+    rules
 }
 
 /// The test-only `for:` of the real-alert tests.

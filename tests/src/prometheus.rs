@@ -185,6 +185,24 @@ pub fn promtool(args: &[&str]) -> String {
     stdout
 }
 
+/// Evaluates a jsonnet expression from the repository root (`jsonnet -S -e`),
+/// returning its string output; panics with jsonnet's complaint.
+pub fn jsonnet(expr: &str) -> String {
+    let out = Command::new("jsonnet")
+        .args(["-S", "-e", expr])
+        .current_dir(repo_root())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run jsonnet ({e}): `cargo xtask setup --test-tools` installs it")
+        });
+    assert!(
+        out.status.success(),
+        "jsonnet -S -e {expr:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// Percent-encodes a query parameter value (RFC 3986 unreserved characters stay).
 pub fn url_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len() * 3);

@@ -20,6 +20,7 @@ const BUILD_PACKAGES: &[&str] = &[
 const TEST_PACKAGES: &[&str] = &[
     "bpftrace",                  // peer: counts and overhead
     "prometheus",                // promtool, and the server the mixin tests start
+    "jsonnet",                   // renders the mixin (deploy/prometheus/mixin/)
     "python3-prometheus-client", // strict OpenMetrics parser
     "prometheus-node-exporter",  // peer for the /proc collectors
     "stress-ng",
