@@ -10,6 +10,7 @@ pub mod exposition;
 pub mod http;
 pub mod pod;
 pub mod process;
+pub mod prometheus;
 pub mod tools;
 
 pub use agent::{Agent, agent_bin, require_root, wait_ready};

@@ -4,6 +4,8 @@
 //!   workload syscalls N M    N getppid() calls and M fchdir(-1) calls (EBADF)
 //!   workload storm T N       T threads, N getppid() calls each (overload)
 //!   workload unknown N       N calls of syscall number 9999 (ENOSYS)
+//!   workload fail MS         fchdir(-1) calls (EBADF) for MS milliseconds; prints
+//!                            "failed=N"
 //!   workload spin T MS CPU   T threads busy for MS ms, pinned to CPU (-1: not
 //!                            pinned); prints their thread ids before "ready"...
 //!                            after "ready", as "tids=1,2,3"
@@ -76,6 +78,15 @@ fn main() {
                 let rc = unsafe { libc::syscall(9999) };
                 assert_eq!(rc, -1);
             }
+        }
+        "fail" => {
+            let until = std::time::Instant::now() + std::time::Duration::from_millis(num(2));
+            let mut failed = 0u64;
+            while std::time::Instant::now() < until {
+                unsafe { libc::syscall(libc::SYS_fchdir, -1) };
+                failed += 1;
+            }
+            println!("failed={failed}");
         }
         "connect" => connects(&args[2..]),
         "hog" => hog(num(2)),
