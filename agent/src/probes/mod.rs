@@ -278,7 +278,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 #[cfg(test)]
-mod docs_tests {
+mod tests {
     use super::PROBES;
 
     fn read(doc: &str) -> String {
