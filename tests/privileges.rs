@@ -230,3 +230,26 @@ fn missing_capabilities_are_named_in_one_line() {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+/// `--probes none` loads nothing into the kernel, so a user without any
+/// capability can run it for the /proc metrics alone.
+#[test]
+fn probes_none_needs_no_capability() {
+    const NOBODY_NONE: &[&str] = &[
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--bounding-set=-all",
+        "--inh-caps=-all",
+    ];
+    let agent = Agent::start_under(NOBODY_NONE, &["--probes", "none"]);
+    let e = agent.scrape();
+    assert!(e.get("node_load1", &[]).is_some(), "{}", e.text);
+    assert!(
+        e.matching("ebpf_agent_probe_attached", &[])
+            .next()
+            .is_none()
+    );
+    assert_eq!(e.get("ebpf_agent_capabilities_effective", &[]), Some(0.0));
+}

@@ -48,7 +48,7 @@ pub(crate) fn registry(
 #[derive(Debug)]
 struct AgentCollector {
     stats: Arc<AgentStats>,
-    kernel: Arc<KernelCounters>,
+    kernel: Option<Arc<KernelCounters>>,
 }
 
 impl Collector for AgentCollector {
@@ -83,7 +83,7 @@ impl Collector for AgentCollector {
         for (probe, p) in probes {
             for (stage, loss) in probe.losses {
                 let n = match loss {
-                    Loss::Kernel(index) => self.kernel.get(*index),
+                    Loss::Kernel(index) => self.kernel.as_ref().map_or(0, |k| k.get(*index)),
                     Loss::Decode => p.decode_errors.load(Relaxed),
                 };
                 m.encode_family(&[("probe", probe.name), ("stage", stage)])?
@@ -165,7 +165,7 @@ impl ProgramCost {
             .programs
             .iter()
             .filter_map(|(probe, name)| {
-                let fd = started.ebpf.program(name)?.fd().ok()?;
+                let fd = started.ebpf.as_ref()?.program(name)?.fd().ok()?;
                 let fd = fd.as_fd().try_clone_to_owned().ok()?;
                 Some((*probe, name.clone(), fd))
             })

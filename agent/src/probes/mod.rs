@@ -148,8 +148,10 @@ impl StartOptions {
 /// every program); flip the shutdown channel passed to [`start_all`], then
 /// await `tasks` to get the last records drained.
 pub(crate) struct Started {
-    pub ebpf: Ebpf,
-    pub kernel: Arc<KernelCounters>,
+    /// None when no probe was chosen (`--probes none`): nothing is loaded,
+    /// so no BPF privilege is needed.
+    pub ebpf: Option<Ebpf>,
+    pub kernel: Option<Arc<KernelCounters>>,
     pub stats: Arc<AgentStats>,
     /// The probes that attached, in table order.
     pub running: Vec<(&'static Probe, Box<dyn Running>)>,
@@ -195,6 +197,18 @@ pub(crate) fn start_all(opts: &StartOptions, stop: watch::Receiver<bool>) -> Res
         }
     }
     drop(btf);
+    if chosen.is_empty() && !opts.follow_children {
+        stats.ready.store(true, Relaxed);
+        return Ok(Started {
+            ebpf: None,
+            kernel: None,
+            stats,
+            running: Vec::new(),
+            programs: Vec::new(),
+            tasks: Vec::new(),
+            missing,
+        });
+    }
     let mut ebpf = crate::bpf::load(&plan)?;
     let kernel = Arc::new(KernelCounters::take(&mut ebpf)?);
     // Descendants must be followed before the target can fork: attach first.
@@ -234,8 +248,8 @@ pub(crate) fn start_all(opts: &StartOptions, stop: watch::Receiver<bool>) -> Res
     // SAFETY: malloc_trim only releases memory that is already free.
     unsafe { libc::malloc_trim(0) };
     Ok(Started {
-        ebpf,
-        kernel,
+        ebpf: Some(ebpf),
+        kernel: Some(kernel),
         stats,
         running,
         programs,
