@@ -176,6 +176,40 @@ fn unknown_syscall_numbers_are_kept_as_numbers() {
     );
 }
 
+/// Any process can call syscall(2) with any number: numbers that name no
+/// syscall, below 1024 too, share one budget, and the rest fold into
+/// "other", counted (issue: 1,600 such calls once grew /metrics fivefold).
+#[test]
+fn unknown_numbers_of_any_size_are_bounded_by_the_budget() {
+    const FROM: u64 = 500;
+    const TO: u64 = 1024; // 524 numbers, none a syscall on x86_64
+    const BUDGET: f64 = 64.0;
+    let w = Workload::start(&["spray", &FROM.to_string(), &TO.to_string()]);
+    let agent = Agent::start(&["--pid", &w.pid()]);
+    w.go();
+    let n = (TO - FROM) as f64;
+    let unknown = |e: &Exposition| {
+        e.matching("ebpf_agent_syscalls_total", &[])
+            .filter(|s| {
+                s.labels["syscall"]
+                    .parse::<u64>()
+                    .is_ok_and(|nr| (FROM..TO).contains(&nr))
+            })
+            .map(|s| s.value)
+            .collect::<Vec<_>>()
+    };
+    let other = |e: &Exposition| count(e, &[("syscall", "other")]);
+    let e = agent.scrape_until(Duration::from_secs(10), |e| {
+        unknown(e).iter().sum::<f64>() + other(e) >= n
+    });
+    assert_eq!(unknown(&e).len() as f64, BUDGET, "series beyond the budget");
+    assert_eq!(other(&e), n - BUDGET);
+    assert_eq!(
+        e.value("ebpf_agent_series_folded_total", &[("family", "syscall")]),
+        n - BUDGET
+    );
+}
+
 #[test]
 fn latency_buckets_can_be_chosen_and_the_kernel_uses_them_too() {
     const N: u64 = 20_000;

@@ -69,7 +69,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(10..=10_000))]
     pub flush_interval_ms: u64,
 
-    /// Distinct unknown syscall numbers (>= 1024) exported as their own series
+    /// Distinct unknown syscall numbers (naming no syscall) exported as their own series
     /// before further ones are folded into syscall="other".
     #[arg(long, default_value_t = 64)]
     pub unknown_syscall_budget: usize,

@@ -4,6 +4,7 @@
 //!   workload syscalls N M    N getppid() calls and M fchdir(-1) calls (EBADF)
 //!   workload storm T N       T threads, N getppid() calls each (overload)
 //!   workload unknown N       N calls of syscall number 9999 (ENOSYS)
+//!   workload spray A B       one call of each syscall number in A..B (ENOSYS)
 //!   workload fail MS         fchdir(-1) calls (EBADF) for MS milliseconds; prints
 //!                            "failed=N"
 //!   workload spin T MS CPU   T threads busy for MS ms, pinned to CPU (-1: not
@@ -72,6 +73,12 @@ fn main() {
                 .map(|_| std::thread::spawn(move || getppid_loop(n)))
                 .collect();
             handles.into_iter().for_each(|h| h.join().unwrap());
+        }
+        "spray" => {
+            for nr in num(2)..num(3) {
+                let rc = unsafe { libc::syscall(nr as libc::c_long) };
+                assert_eq!(rc, -1, "syscall {nr} exists");
+            }
         }
         "unknown" => {
             for _ in 0..num(2) {
