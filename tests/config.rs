@@ -219,7 +219,7 @@ fn bad_config_is_exit_code_2_with_the_key_and_value() {
     let bad = write("bad.yaml", "ring-buffer-bytes: 5000\n");
     let bad = bad.to_str().unwrap();
     let want = format!(
-        "agent: error: config file {bad}: key ring-buffer-bytes: invalid value 5000: 5000 is not a power of two of at least 4096 (the kernel's ring buffers are power-of-two pages); try 8192"
+        "agent: error: config file {bad}: key ring-buffer-bytes: invalid value 5000: 5000 is not a power of two from 32768 (32 KiB) to 268435456 (256 MiB) (the kernel's ring buffers are power-of-two pages, and each is mapped whole into the agent); try 32768"
     );
     assert_eq!(error_of(&["--config", bad], &[]), (2, want.clone()));
     // --check-config reports the same, and so does a config from the environment.

@@ -24,6 +24,10 @@ use aya_ebpf::{
 };
 use core::ptr::{read_volatile, write_volatile};
 
+/// One batch as the ring stores it (its record, not counting the ring's
+/// 8-byte header).
+const BATCH_BYTES: u64 = core::mem::size_of::<SyscallBatch>() as u64;
+
 /// Bytes waiting in the ring above which a submission wakes the consumer.
 #[unsafe(no_mangle)]
 static SYSCALL_WAKEUP_BYTES: Global<u64> = Global::new(1 << 20);
@@ -113,7 +117,11 @@ fn stage(rec: SyscallRecord) {
 
 #[inline(always)]
 fn submit(batch: &mut SyscallBatch) {
-    let flags = if SYSCALL_EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= SYSCALL_WAKEUP_BYTES.load() {
+    // Counting the batch about to be written: in a ring that holds few
+    // batches, the waiting data alone may never reach the mark before the
+    // ring is full, and the reader would only be woken by its timer.
+    let waiting = SYSCALL_EVENTS.query(BPF_RB_AVAIL_DATA as u64) + BATCH_BYTES;
+    let flags = if waiting >= SYSCALL_WAKEUP_BYTES.load() {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP

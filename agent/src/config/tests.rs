@@ -42,7 +42,7 @@ fn origin(l: &Loaded, key: &str) -> (String, Origin) {
 fn the_file_sets_what_flags_and_environment_do_not() {
     let path = file(
         "basic.yaml",
-        "listen: 127.0.0.1:9999\ncollectors: [cpu, meminfo]\nring_buffer_bytes: 8192\nstrict: true\n",
+        "listen: 127.0.0.1:9999\ncollectors: [cpu, meminfo]\nring_buffer_bytes: 65536\nstrict: true\n",
     );
     let l = load_with(Some(&path), &[], &[]).unwrap();
     assert_eq!(l.args.listen.to_string(), "127.0.0.1:9999");
@@ -50,7 +50,7 @@ fn the_file_sets_what_flags_and_environment_do_not() {
         l.args.collectors.enabled(),
         [CollectorName::named("cpu"), CollectorName::named("meminfo")]
     );
-    assert_eq!(l.args.ring_buffer_bytes, 8192);
+    assert_eq!(l.args.ring_buffer_bytes, 65536);
     assert!(l.args.strict);
     assert_eq!(
         origin(&l, "listen"),
@@ -170,8 +170,8 @@ fn bad_values_name_the_file_key_and_value() {
 #[test]
 fn a_bad_value_is_ignored_when_a_flag_overrides_it() {
     let path = file("shadowed.yaml", "ring-buffer-bytes: 5000\n");
-    let l = load_with(Some(&path), &["--ring-buffer-bytes", "4096"], &[]).unwrap();
-    assert_eq!(l.args.ring_buffer_bytes, 4096);
+    let l = load_with(Some(&path), &["--ring-buffer-bytes", "32768"], &[]).unwrap();
+    assert_eq!(l.args.ring_buffer_bytes, 32768);
 }
 
 #[test]

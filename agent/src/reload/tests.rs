@@ -19,6 +19,7 @@ fn other_value(key: &str) -> Option<RunArgs> {
         "1",
         "3",
         "4096",
+        "32768",
         "127.0.0.1:1",
         "cpu",
         "debug",

@@ -4,6 +4,7 @@
 //!   workload syscalls N M    N getppid() calls and M fchdir(-1) calls (EBADF)
 //!   workload storm T N       T threads, N getppid() calls each (overload)
 //!   workload unknown N       N calls of syscall number 9999 (ENOSYS)
+//!   workload paced N RATE    N getppid() calls at RATE per second (1 ms steps)
 //!   workload spray A B       one call of each syscall number in A..B (ENOSYS)
 //!   workload fail MS         fchdir(-1) calls (EBADF) for MS milliseconds; prints
 //!                            "failed=N"
@@ -74,6 +75,7 @@ fn main() {
                 .collect();
             handles.into_iter().for_each(|h| h.join().unwrap());
         }
+        "paced" => paced(num(2), num(3)),
         "spray" => {
             for nr in num(2)..num(3) {
                 let rc = unsafe { libc::syscall(nr as libc::c_long) };
@@ -128,6 +130,21 @@ fn hog(mib: u64) {
         held.push(chunk);
     }
     std::hint::black_box(&held);
+}
+
+fn paced(n: u64, rate: u64) {
+    let start = std::time::Instant::now();
+    let per_ms = (rate / 1000).max(1);
+    let mut done = 0;
+    while done < n {
+        let step = per_ms.min(n - done);
+        getppid_loop(step);
+        done += step;
+        let due = std::time::Duration::from_micros(done * 1_000_000 / rate);
+        if let Some(wait) = due.checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
 }
 
 fn getppid_loop(n: u64) {
