@@ -2,7 +2,7 @@
 
 use std::process::{Command, Output};
 use std::time::Duration;
-use tests::{Agent, agent_bin, http_get, require_root};
+use tests::{Agent, Workload, agent_bin, http_get, require_root};
 
 #[test]
 fn health_ready_and_index_endpoints() {
@@ -175,4 +175,65 @@ fn probes_can_be_chosen() {
         stderr.contains("bogus") && stderr.contains("syscalls, tcp, sched"),
         "{stderr}"
     );
+}
+
+/// `run --pid` follows the process, not the number: when it exits the agent
+/// says so and exits too, as attach mode does.
+#[test]
+fn pid_mode_exits_when_its_target_exits() {
+    let w = Workload::start(&["syscalls", "1000", "0"]);
+    let pid = w.pid();
+    let mut agent = Agent::start(&["--pid", &pid, "--on-target-exit", "exit"]);
+    w.go();
+    let status = agent
+        .wait_exit(Duration::from_secs(3))
+        .expect("the agent kept running after its target exited");
+    assert!(status.success(), "{status}");
+    assert!(
+        agent
+            .stderr()
+            .contains(&format!("the traced process (PID {pid}) exited")),
+        "{}",
+        agent.stderr()
+    );
+}
+
+/// Starts a workload that gets PID `pid`, by setting the kernel's last PID
+/// just before forking (retried: other processes fork too).
+fn workload_with_pid(pid: u32, args: &[&str]) -> Workload {
+    for _ in 0..500 {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string())
+            .expect("writing /proc/sys/kernel/ns_last_pid (root)");
+        let w = Workload::start(args);
+        if w.pid() == pid.to_string() {
+            return w;
+        }
+    }
+    panic!("could not start a process with PID {pid} in 500 tries");
+}
+
+/// With `--on-target-exit serve` the agent keeps the target's numbers, and a
+/// new process that gets the same PID is not counted as the target.
+#[test]
+fn a_reused_pid_is_never_traced_as_the_target() {
+    const N: f64 = 5_000.0;
+    let w = Workload::start(&["syscalls", "5000", "0"]);
+    let pid: u32 = w.pid().parse().unwrap();
+    let agent = Agent::start(&["--pid", &w.pid(), "--on-target-exit", "serve"]);
+    let getppid = [("syscall", "getppid")];
+    w.go();
+    let e = agent.scrape_until(Duration::from_secs(5), |e| {
+        e.get("ebpf_agent_target_running", &[]) == Some(0.0)
+    });
+    assert_eq!(e.value("ebpf_agent_syscalls_total", &getppid), N);
+    let impostor = workload_with_pid(pid, &["syscalls", "7000", "0"]);
+    impostor.go();
+    std::thread::sleep(Duration::from_millis(500));
+    let e = agent.scrape();
+    assert_eq!(
+        e.value("ebpf_agent_syscalls_total", &getppid),
+        N,
+        "the new process with PID {pid} was counted as the target"
+    );
+    assert!(agent.stderr().contains("--on-target-exit serve"));
 }

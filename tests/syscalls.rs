@@ -2,11 +2,20 @@
 //! agent-ebpf/src/syscalls.rs): a child makes known syscalls, the agent traces
 //! it, and /metrics must report exactly those numbers.
 
+use std::sync::{RwLock, RwLockReadGuard};
 use std::time::Duration;
 use tests::{Agent, Exposition, Workload};
 
 const GETPPID: &[(&str, &str)] = &[("syscall", "getppid")];
 const FCHDIR: &[(&str, &str)] = &[("syscall", "fchdir")];
+
+/// The node-mode test counts every process's getppid calls, so it runs
+/// alone (write); the other tests, whose workloads call getppid, share (read).
+static GETPPID_CALLERS: RwLock<()> = RwLock::new(());
+
+fn shared() -> RwLockReadGuard<'static, ()> {
+    GETPPID_CALLERS.read().unwrap_or_else(|e| e.into_inner())
+}
 
 fn count(e: &Exposition, labels: &[(&str, &str)]) -> f64 {
     e.value("ebpf_agent_syscalls_total", labels)
@@ -14,6 +23,7 @@ fn count(e: &Exposition, labels: &[(&str, &str)]) -> f64 {
 
 #[test]
 fn pid_mode_reports_exact_counts_errors_and_latency() {
+    let _shared = shared();
     const N: u64 = 100_000; // spans many 128-record batches and a partial one
     const M: u64 = 1_234;
     let w = Workload::start(&["syscalls", &N.to_string(), &M.to_string()]);
@@ -92,6 +102,7 @@ fn pid_mode_reports_exact_counts_errors_and_latency() {
 
 #[test]
 fn buckets_are_cumulative_and_consistent() {
+    let _shared = shared();
     let w = Workload::start(&["syscalls", "5000", "10"]);
     let agent = Agent::start(&["--pid", &w.pid()]);
     w.go();
@@ -109,6 +120,7 @@ fn buckets_are_cumulative_and_consistent() {
 
 #[test]
 fn node_mode_traces_other_processes_and_promtool_accepts_it() {
+    let _alone = GETPPID_CALLERS.write().unwrap_or_else(|e| e.into_inner());
     let agent = Agent::start(&[]);
     let w = Workload::start(&["syscalls", "20000", "7"]);
     w.go();
@@ -124,6 +136,7 @@ fn node_mode_traces_other_processes_and_promtool_accepts_it() {
 
 #[test]
 fn overload_drops_are_counted_and_agent_keeps_serving() {
+    let _shared = shared();
     const PER_THREAD: u64 = 2_000_000;
     let w = Workload::start(&["storm", "2", &PER_THREAD.to_string()]);
     // The smallest ring and a slow flush make the kernel run out of room.
@@ -161,6 +174,7 @@ fn overload_drops_are_counted_and_agent_keeps_serving() {
 /// either counted or counted as dropped.
 #[test]
 fn the_smallest_ring_keeps_up_at_100k_syscalls_per_second() {
+    let _shared = shared();
     const N: u64 = 300_000;
     let w = Workload::start(&["paced", &N.to_string(), "100000"]);
     let agent = Agent::start(&["--pid", &w.pid(), "--ring-buffer-bytes", "32768"]);
@@ -182,6 +196,7 @@ fn the_smallest_ring_keeps_up_at_100k_syscalls_per_second() {
 
 #[test]
 fn unknown_syscall_numbers_are_kept_as_numbers() {
+    let _shared = shared();
     // 9999 does not fit the start slot's 12-bit id: sys_exit reads it back from
     // the registers, and the agent exports it by number.
     let w = Workload::start(&["unknown", "321"]);
@@ -205,6 +220,7 @@ fn unknown_syscall_numbers_are_kept_as_numbers() {
 /// "other", counted (issue: 1,600 such calls once grew /metrics fivefold).
 #[test]
 fn unknown_numbers_of_any_size_are_bounded_by_the_budget() {
+    let _shared = shared();
     const FROM: u64 = 500;
     const TO: u64 = 1024; // 524 numbers, none a syscall on x86_64
     const BUDGET: f64 = 64.0;
@@ -236,6 +252,7 @@ fn unknown_numbers_of_any_size_are_bounded_by_the_budget() {
 
 #[test]
 fn latency_buckets_can_be_chosen_and_the_kernel_uses_them_too() {
+    let _shared = shared();
     const N: u64 = 20_000;
     let w = Workload::start(&["syscalls", &N.to_string(), "0"]);
     let agent = Agent::start(&["--pid", &w.pid(), "--latency-buckets", "0.001, 1"]);
@@ -264,6 +281,7 @@ fn latency_buckets_can_be_chosen_and_the_kernel_uses_them_too() {
 
 #[test]
 fn the_probes_own_kernel_cost_is_exported_per_program() {
+    let _shared = shared();
     const N: u64 = 50_000;
     let w = Workload::start(&["syscalls", &N.to_string(), "0"]);
     let agent = Agent::start(&["--pid", &w.pid(), "--bpf-stats", "on"]);

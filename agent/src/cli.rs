@@ -46,6 +46,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "PID")]
     pub pid: Option<u32>,
 
+    /// With --pid, what to do when that process exits: `exit` (as attach
+    /// mode does), or `serve` its metrics until stopped, with the probes
+    /// detached. Either way a later process that reuses the PID is never
+    /// traced as the target.
+    #[arg(long, value_enum, default_value = "exit", value_name = "WHAT")]
+    pub on_target_exit: OnTargetExit,
+
     /// Fail if any probe cannot attach, instead of running without it.
     #[arg(long)]
     pub strict: bool,
@@ -175,6 +182,13 @@ fn parse_secs(s: &str) -> Result<f64, String> {
         return Err(format!("{v} is out of range (0.05 to 86400 seconds)"));
     }
     Ok(v)
+}
+
+/// `--on-target-exit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnTargetExit {
+    Exit,
+    Serve,
 }
 
 /// The smallest ring: eight batches of 128 syscall records, so one drain

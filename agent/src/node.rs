@@ -2,6 +2,7 @@
 //! signal, then detach everything and exit.
 
 use crate::bpf;
+use crate::cli::OnTargetExit;
 use crate::config::Loaded;
 use crate::self_metrics::{self, BpfStats};
 use crate::{collectors, export, k8s, probes, reload, shutdown, target, tracefs};
@@ -18,6 +19,7 @@ pub async fn run(config: Loaded) -> Result<()> {
         Some(pid) => target::validate(&args.collectors.procfs, pid)?,
         None => 0,
     };
+    let target_exit = args.pid.map(target::Exit::watch).transpose()?;
     let (node_registry, node) = collectors::live::registry(&args.collectors, args.pid)?;
     // `--probes none` loads nothing, so it needs no BPF privilege.
     if args.probes.iter().any(|p| p != "none") {
@@ -81,17 +83,39 @@ pub async fn run(config: Loaded) -> Result<()> {
     };
     tokio::spawn(reload::run(hangup, config, live, reloads, stop_rx.clone()));
     let addr = listener.local_addr()?;
-    let server = tokio::spawn(export::serve(listener, registries, stats, stop_rx));
+    let server = tokio::spawn(export::serve(listener, registries, stats.clone(), stop_rx));
     match target_tgid {
         0 => tracing::info!("tracing all processes; metrics on http://{addr}/metrics"),
         pid => tracing::info!("tracing PID {pid}; metrics on http://{addr}/metrics"),
     }
 
-    signals.first().await;
+    let stop = signals.first();
+    tokio::pin!(stop);
+    let mut ebpf = ebpf;
+    match &target_exit {
+        Some(exit) => tokio::select! {
+            _ = &mut stop => {}
+            _ = exit.exited() => {
+                // Its PID may be reused by an unrelated process, which the
+                // kernel's filter would then trace as the target.
+                tracing::info!("the traced process (PID {target_tgid}) exited: detaching probes");
+                drop(ebpf.take());
+                if let Some(running) = &stats.target_running {
+                    running.store(false, std::sync::atomic::Ordering::Relaxed);
+                }
+                if args.on_target_exit == OnTargetExit::Serve {
+                    tracing::info!("still serving its metrics (--on-target-exit serve) until stopped");
+                    (&mut stop).await;
+                }
+            }
+        },
+        None => (&mut stop).await,
+    }
     tracing::info!("stopping: detaching probes");
     let _ = stop_tx.send(true);
     drop(ebpf); // detaches every program
     drop(bpf_stats);
+    drop(target_exit);
     tracing::debug!("probes detached");
     // Open keep-alive connections must not hold up the exit.
     let grace = Duration::from_millis(500);

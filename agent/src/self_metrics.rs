@@ -64,6 +64,15 @@ impl Collector for AgentCollector {
             m.encode_family(&[("probe", probe.name)])?
                 .encode_gauge(&i64::from(p.attached.load(Relaxed)))?;
         }
+        if let Some(running) = &self.stats.target_running {
+            let mut m = enc.encode_descriptor(
+                "target_running",
+                "With --pid: 1 while the traced process runs; 0 once it exited and the probes were detached",
+                None,
+                MetricType::Gauge,
+            )?;
+            m.encode_gauge(&i64::from(running.load(Relaxed)))?;
+        }
         let mut m = enc.encode_descriptor(
             "events_received",
             "Events read from the kernel and aggregated",

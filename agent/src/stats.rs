@@ -32,6 +32,9 @@ pub struct AgentStats {
     pub probes: Vec<(&'static Probe, Arc<ProbeStats>)>,
     /// True once every probe that could attach is attached.
     pub ready: AtomicBool,
+    /// With --pid: whether the target still runs (else None). Once it has
+    /// exited the probes are detached, so nothing more is counted.
+    pub target_running: Option<AtomicBool>,
 }
 
 impl AgentStats {
@@ -39,6 +42,7 @@ impl AgentStats {
         AgentStats {
             probes: table.iter().map(|&p| (p, Arc::default())).collect(),
             ready: AtomicBool::new(false),
+            target_running: None,
         }
     }
 

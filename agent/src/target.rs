@@ -43,6 +43,39 @@ pub fn validate(proc_root: &Path, pid: u32) -> Result<u32> {
     Ok(pid)
 }
 
+/// The traced process itself, not its number: a pidfd, which becomes
+/// readable when that process exits and never refers to a later process
+/// that reuses the PID.
+pub struct Exit(tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>);
+
+impl Exit {
+    /// Opens a pidfd for `pid` (Linux 5.3+). Call it right after
+    /// [`validate`], before attaching.
+    pub fn watch(pid: u32) -> Result<Exit> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
+        if fd < 0 {
+            let e = std::io::Error::last_os_error();
+            bail!("cannot watch PID {pid} for its exit (pidfd_open, Linux 5.3+): {e}");
+        }
+        // SAFETY: fd is a new descriptor that nothing else owns.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+        // SAFETY: the AsyncFd owns the fd, so it outlives the registration.
+        let fd = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+        }
+        .map_err(std::io::Error::from)?;
+        Ok(Exit(fd))
+    }
+
+    /// Returns once the process has exited.
+    pub async fn exited(&self) {
+        // A poll error also means the pidfd is no longer usable: treat as gone.
+        let _ = self.0.readable().await;
+    }
+}
+
 /// Whether a /proc/<pid>/stat line has PF_KTHREAD set.
 fn kernel_thread(stat: &str) -> bool {
     crate::collectors::process::parse_stat(stat).is_ok_and(|s| s.flags & PF_KTHREAD != 0)

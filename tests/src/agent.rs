@@ -93,6 +93,11 @@ impl Agent {
             .arg("--listen")
             .arg(addr.to_string())
             .args(args);
+        // Tests scrape after their workload exits: unless one asks for
+        // another behaviour, a --pid agent keeps serving its target's numbers.
+        if args.contains(&"--pid") && !args.contains(&"--on-target-exit") {
+            cmd.args(["--on-target-exit", "serve"]);
+        }
         let mut agent = Agent::spawn(cmd, addr);
         let child = agent.child.as_mut().unwrap();
         let ready = wait_ready(addr, Duration::from_secs(30), || match child.try_wait() {
@@ -192,6 +197,21 @@ impl Agent {
                 return e;
             }
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits up to `timeout` for the agent to exit on its own.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut().unwrap();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

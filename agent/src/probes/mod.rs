@@ -21,7 +21,7 @@ use crate::stats::{AgentStats, ProbeStats};
 use anyhow::{Context as _, Result};
 use aya::Ebpf;
 use prometheus_client::collector::Collector;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -173,7 +173,11 @@ impl Started {
 /// is logged and listed in `missing`, unless `strict`), and spawns the drain
 /// tasks, which run until `stop` flips. Shared by node and attach mode.
 pub(crate) fn start_all(opts: &StartOptions, stop: watch::Receiver<bool>) -> Result<Started> {
-    let stats = Arc::new(AgentStats::new(&PROBES));
+    let mut stats = AgentStats::new(&PROBES);
+    if opts.target_tgid != 0 {
+        stats.target_running = Some(AtomicBool::new(true));
+    }
+    let stats = Arc::new(stats);
     let mut plan = LoadPlan::new(opts);
     // Probes read kernel struct offsets from BTF: parse it once.
     let btf = KernelBtf::read();
