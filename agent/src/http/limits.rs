@@ -117,6 +117,7 @@ impl Limits {
             },
         );
         self.metrics.connections.inc();
+        self.metrics.activity.fetch_add(1, Relaxed);
         Some(Slot {
             id,
             limits: self.clone(),
@@ -130,6 +131,7 @@ impl Drop for Slot {
     fn drop(&mut self) {
         self.limits.open.lock().unwrap().slots.remove(&self.id);
         self.limits.metrics.connections.dec();
+        self.limits.metrics.activity.fetch_add(1, Relaxed);
     }
 }
 

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub web_config_reloads: Family<ResultLabel, Counter>,
     pub web_config_last_reload_successful: Gauge,
     logged: std::sync::Mutex<Vec<&'static str>>,
+    /// Connections opened plus closed, for noticing the end of a burst (not exported).
+    pub activity: std::sync::atomic::AtomicU64,
 }
 
 impl Metrics {

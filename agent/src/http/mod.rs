@@ -194,8 +194,36 @@ impl Endpoint {
             let limits = Limits::new(16, metrics.clone(), "health endpoint");
             tokio::spawn(accept_loop(health, health_app, limits, shutdown.clone()));
         }
+        tokio::spawn(trim_after_bursts(metrics, shutdown.clone()));
         accept_loop(listener, app, limits, shutdown).await;
         Ok(())
+    }
+}
+
+/// After a burst of clients (connections opened or closed), gives freed
+/// memory back to the system on each of the next four quiet 5 s ticks: glibc
+/// otherwise keeps the high-water mark of every arena that the connections
+/// and the blocking threads which encoded and compressed used (measured: 10 MB
+/// at rest, 34 MB kept after 300 concurrent scrapers, 8 MB more after 1,100
+/// idle sockets). Later ticks catch what retiring threads' caches return.
+async fn trim_after_bursts(metrics: Arc<Metrics>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    let (mut seen, mut quiet_ticks) = (0, u32::MAX);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|&s| s) => return,
+        }
+        let now = metrics.activity.load(Relaxed);
+        if now != seen {
+            (seen, quiet_ticks) = (now, 0);
+            continue;
+        }
+        quiet_ticks = quiet_ticks.saturating_add(1);
+        if quiet_ticks <= 4 {
+            // SAFETY: malloc_trim only releases memory that is already free.
+            tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) });
+        }
     }
 }
 

@@ -8,8 +8,8 @@ use crate::exposition::{self, Format};
 use bytes::Bytes;
 use prometheus_client::registry::Registry;
 use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
-use tokio::sync::watch;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{OnceCell, watch};
 
 type Outcome = Option<Result<Arc<Snapshot>, String>>;
 
@@ -23,7 +23,9 @@ pub struct Scraper {
 /// One moment's exposition in the renderings asked for so far.
 pub struct Snapshot {
     openmetrics: Bytes,
-    renderings: [OnceLock<Bytes>; 3],
+    text: OnceCell<Bytes>,
+    openmetrics_gz: OnceCell<Bytes>,
+    text_gz: OnceCell<Bytes>,
 }
 
 impl Scraper {
@@ -82,45 +84,50 @@ fn encode(registries: &[Registry]) -> Result<Snapshot, String> {
     encode_eof(&mut body).map_err(|e| e.to_string())?;
     Ok(Snapshot {
         openmetrics: Bytes::from(body),
-        renderings: Default::default(),
+        text: OnceCell::new(),
+        openmetrics_gz: OnceCell::new(),
+        text_gz: OnceCell::new(),
     })
 }
 
 impl Snapshot {
     /// The body for a format, gzipped or not. The first caller of a rendering
-    /// makes it on the blocking pool; later ones share it.
-    pub async fn body(self: &Arc<Self>, format: Format, gzip: bool) -> Bytes {
-        let slot = match (format, gzip) {
-            (Format::OpenMetrics, false) => return self.openmetrics.clone(),
-            (Format::Text004, false) => 0,
-            (Format::OpenMetrics, true) => 1,
-            (Format::Text004, true) => 2,
+    /// makes it on the blocking pool; the others wait for it without a thread.
+    pub async fn body(&self, format: Format, gzip: bool) -> Bytes {
+        let plain = match format {
+            Format::OpenMetrics => self.openmetrics.clone(),
+            Format::Text004 => {
+                let om = self.openmetrics.clone();
+                self.text
+                    .get_or_init(|| blocking(move || to_text(&om)))
+                    .await
+                    .clone()
+            }
         };
-        if let Some(b) = self.renderings[slot].get() {
-            return b.clone();
+        if !gzip {
+            return plain;
         }
-        let me = self.clone();
-        tokio::task::spawn_blocking(move || me.render(slot))
+        let cell = match format {
+            Format::OpenMetrics => &self.openmetrics_gz,
+            Format::Text004 => &self.text_gz,
+        };
+        cell.get_or_init(|| blocking(move || compress(&plain)))
             .await
-            .unwrap_or_default()
-    }
-
-    fn render(&self, slot: usize) -> Bytes {
-        self.renderings[slot]
-            .get_or_init(|| match slot {
-                0 => Bytes::from(exposition::to_text_004(self.text())),
-                1 => gzip(&self.openmetrics),
-                _ => gzip(&self.render(0)),
-            })
             .clone()
-    }
-
-    fn text(&self) -> &str {
-        std::str::from_utf8(&self.openmetrics).unwrap_or("")
     }
 }
 
-fn gzip(data: &[u8]) -> Bytes {
+async fn blocking(f: impl FnOnce() -> Bytes + Send + 'static) -> Bytes {
+    tokio::task::spawn_blocking(f).await.unwrap_or_default()
+}
+
+fn to_text(openmetrics: &[u8]) -> Bytes {
+    Bytes::from(exposition::to_text_004(
+        std::str::from_utf8(openmetrics).unwrap_or(""),
+    ))
+}
+
+fn compress(data: &[u8]) -> Bytes {
     let mut enc = flate2::write::GzEncoder::new(
         Vec::with_capacity(data.len() / 4),
         flate2::Compression::fast(),
