@@ -62,11 +62,35 @@ fn promtool_accepts_the_web_configs_and_the_agent_rejects_bad_ones() {
             ),
         ));
     }
+    let other = Scratch::new("other-ca");
+    make_pki(&other.0);
+    let p = |d: &Scratch, f: &str| d.path(f).display().to_string();
+    let ca = p(&dir, "ca.crt");
+    let own = ["-CAfile", &ca, "-cert", &p(&dir, "client.crt"), "-key", &p(&dir, "client.key")];
+    let foreign = ["-CAfile", &ca, "-cert", &p(&other, "client.crt"), "-key", &p(&other, "client.key")];
     for (name, text) in &fixtures {
         let file = dir.write(name, text);
         promtool_check_web_config(&file);
         // And the agent starts with it (all probes off: only the server matters).
         let (agent, _) = start_agent(&[], &["--web-config-file", file.to_str().unwrap()]);
+        // Each client_auth_type lets through (no certificate, a certificate of
+        // another CA, ours) as Go's crypto/tls does.
+        let expect = [
+            ("RequestClientCert", [true, true, true]),
+            ("RequireAnyClientCert", [false, true, true]),
+            ("VerifyClientCertIfGiven", [true, false, true]),
+            ("RequireAndVerifyClientCert", [false, false, true]),
+        ];
+        if let Some((auth, want)) = expect.iter().find(|(a, _)| text.contains(&format!("client_auth_type: {a}\n"))) {
+            if !text.contains("basic_auth_users") {
+                let got = [
+                    s_client(agent.addr, &["-CAfile", &ca]).0,
+                    s_client(agent.addr, &foreign).0,
+                    s_client(agent.addr, &own).0,
+                ];
+                assert_eq!(&got, want, "{auth}: (no certificate, another CA's, ours)");
+            }
+        }
         drop(agent);
     }
     // client_allowed_sans (newer than Debian's promtool 2.42, so checked here
@@ -329,6 +353,11 @@ fn certificates_and_settings_change_without_restart() {
         &["-CAfile", &ca, "-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"],
     );
     assert!(!ok, "TLS 1.1 got through:\n{out}");
+    // Refused by the server's alert, not by the client declining to offer it.
+    assert!(
+        out.contains("alert handshake failure") || out.contains("alert protocol version"),
+        "{out}"
+    );
     let (ok, out) = s_client(agent.addr, &["-CAfile", &ca, "-tls1_2"]);
     assert!(ok && out.contains("CN = agent"), "{out}");
 
