@@ -135,6 +135,16 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// A container's args.
+fn args_of(c: &Value) -> Vec<&str> {
+    c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect()
+}
+
 fn find<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
     let found: Vec<_> = docs.iter().filter(|d| d["kind"] == kind).collect();
     assert_eq!(found.len(), 1, "exactly one {kind}");
@@ -232,12 +242,7 @@ fn daemonset_keeps_the_documented_promises() {
     );
 
     // The generated ConfigMap is mounted where --config points.
-    let args: Vec<&str> = c["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
+    let args = args_of(c);
     assert_eq!(args, ["run", "--config", "/etc/ebpf-agent/config.yaml"]);
     let cm = find(&docs, "ConfigMap");
     let cm_name = cm["metadata"]["name"].as_str().unwrap();
@@ -422,12 +427,7 @@ fn secure_component_mounts_the_secret_and_moves_the_probes() {
     let ds = find(&docs, "DaemonSet");
     let pod = &ds["spec"]["template"]["spec"];
     let c = &pod["containers"][0];
-    let args: Vec<&str> = c["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
+    let args = args_of(c);
     assert_eq!(
         args,
         [

@@ -29,12 +29,13 @@ fn usage(pid: u32) -> (u64, u64, u64) {
     (field("VmRSS:"), field("Threads:"), fds)
 }
 
-/// Scrapes every 250 ms while `busy` holds; each must be a 200 within 1 s.
-/// Returns the slowest.
-fn watch_scrapes(addr: SocketAddr, phase: &str, busy: &AtomicBool) -> Duration {
+/// Scrapes every 250 ms for `time`, then clears `busy` (the hostile clients'
+/// signal to stop); each scrape must be a 200 within 1 s. Returns the slowest.
+fn watch_scrapes(addr: SocketAddr, phase: &str, busy: &AtomicBool, time: Duration) -> Duration {
+    let end = Instant::now() + time;
     let mut slowest = Duration::ZERO;
     let mut n = 0;
-    while busy.load(Relaxed) {
+    while Instant::now() < end {
         let start = Instant::now();
         let r = http_get_accept(addr, "/metrics", "text/plain")
             .unwrap_or_else(|e| panic!("{phase}: scrape {n} failed: {e}"));
@@ -53,6 +54,7 @@ fn watch_scrapes(addr: SocketAddr, phase: &str, busy: &AtomicBool) -> Duration {
         n += 1;
         std::thread::sleep(Duration::from_millis(250));
     }
+    busy.store(false, Relaxed);
     assert!(n >= 10, "{phase}: only {n} scrapes");
     eprintln!("{phase}: {n} scrapes, slowest {slowest:?}");
     slowest
@@ -74,12 +76,25 @@ fn scrapes_survive_floods_idle_sockets_and_slow_clients() {
     let (agent, _) = start_agent(&["prlimit", "--nofile=1024:1024"], &[]);
     let addr = agent.addr;
     let pid = agent.pid();
-    // Warm up: allocator arenas, the collectors' first reads, renderings.
+    // Warm up to the steady state of a scraped agent: the collectors' first
+    // reads, every rendering, and a few concurrent clients (Prometheus
+    // replicas, a curl), which give the allocator its per-thread arenas.
     for _ in 0..20 {
         http_get_accept(addr, "/metrics", "text/plain").unwrap();
         http_get_accept(addr, "/metrics", "application/openmetrics-text").unwrap();
     }
-    std::thread::sleep(Duration::from_secs(1));
+    let warm: Vec<_> = (0..16)
+        .map(|_| {
+            std::thread::spawn(move || {
+                for _ in 0..20 {
+                    http_get_accept(addr, "/metrics", "text/plain").unwrap();
+                }
+            })
+        })
+        .collect();
+    warm.into_iter().for_each(|t| t.join().unwrap());
+    // The blocking threads retire (10 s) and the freed memory is returned.
+    std::thread::sleep(Duration::from_secs(15));
     let baseline = usage(pid);
     eprintln!(
         "baseline: RSS {} kB, {} threads, {} fds",
@@ -104,13 +119,12 @@ fn scrapes_survive_floods_idle_sockets_and_slow_clients() {
             })
         })
         .collect();
-    let stop = busy.clone();
-    let timer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(10));
-        stop.store(false, Relaxed);
-    });
-    watch_scrapes(addr, "300 concurrent scrapers", &busy);
-    timer.join().unwrap();
+    watch_scrapes(
+        addr,
+        "300 concurrent scrapers",
+        &busy,
+        Duration::from_secs(10),
+    );
     let served: u64 = scrapers.into_iter().map(|t| t.join().unwrap()).sum();
     let peak = usage(pid);
     eprintln!(
@@ -129,13 +143,7 @@ fn scrapes_survive_floods_idle_sockets_and_slow_clients() {
         "the kernel's backlog took fewer than 1,100"
     );
     let busy = Arc::new(AtomicBool::new(true));
-    let stop = busy.clone();
-    let timer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(12));
-        stop.store(false, Relaxed);
-    });
-    watch_scrapes(addr, "1,100 idle sockets", &busy);
-    timer.join().unwrap();
+    watch_scrapes(addr, "1,100 idle sockets", &busy, Duration::from_secs(12));
     drop(idle);
 
     // 3. 300 slow-header clients for 20 s: a byte a second, reconnecting when closed.
@@ -168,13 +176,12 @@ fn scrapes_survive_floods_idle_sockets_and_slow_clients() {
             })
         })
         .collect();
-    let stop = busy.clone();
-    let timer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(20));
-        stop.store(false, Relaxed);
-    });
-    watch_scrapes(addr, "300 slow-header clients", &busy);
-    timer.join().unwrap();
+    watch_scrapes(
+        addr,
+        "300 slow-header clients",
+        &busy,
+        Duration::from_secs(20),
+    );
     let reconnects: u32 = slow.into_iter().map(|t| t.join().unwrap()).sum();
     eprintln!("slow clients: {reconnects} connections (the header timeout closes them)");
 

@@ -66,8 +66,22 @@ fn promtool_accepts_the_web_configs_and_the_agent_rejects_bad_ones() {
     make_pki(&other.0);
     let p = |d: &Scratch, f: &str| d.path(f).display().to_string();
     let ca = p(&dir, "ca.crt");
-    let own = ["-CAfile", &ca, "-cert", &p(&dir, "client.crt"), "-key", &p(&dir, "client.key")];
-    let foreign = ["-CAfile", &ca, "-cert", &p(&other, "client.crt"), "-key", &p(&other, "client.key")];
+    let own = [
+        "-CAfile",
+        &ca,
+        "-cert",
+        &p(&dir, "client.crt"),
+        "-key",
+        &p(&dir, "client.key"),
+    ];
+    let foreign = [
+        "-CAfile",
+        &ca,
+        "-cert",
+        &p(&other, "client.crt"),
+        "-key",
+        &p(&other, "client.key"),
+    ];
     for (name, text) in &fixtures {
         let file = dir.write(name, text);
         promtool_check_web_config(&file);
@@ -81,15 +95,17 @@ fn promtool_accepts_the_web_configs_and_the_agent_rejects_bad_ones() {
             ("VerifyClientCertIfGiven", [true, false, true]),
             ("RequireAndVerifyClientCert", [false, false, true]),
         ];
-        if let Some((auth, want)) = expect.iter().find(|(a, _)| text.contains(&format!("client_auth_type: {a}\n"))) {
-            if !text.contains("basic_auth_users") {
-                let got = [
-                    s_client(agent.addr, &["-CAfile", &ca]).0,
-                    s_client(agent.addr, &foreign).0,
-                    s_client(agent.addr, &own).0,
-                ];
-                assert_eq!(&got, want, "{auth}: (no certificate, another CA's, ours)");
-            }
+        if let Some((auth, want)) = expect
+            .iter()
+            .find(|(a, _)| text.contains(&format!("client_auth_type: {a}\n")))
+            && !text.contains("basic_auth_users")
+        {
+            let got = [
+                s_client(agent.addr, &["-CAfile", &ca]).0,
+                s_client(agent.addr, &foreign).0,
+                s_client(agent.addr, &own).0,
+            ];
+            assert_eq!(&got, want, "{auth}: (no certificate, another CA's, ours)");
         }
         drop(agent);
     }
@@ -178,6 +194,18 @@ fn prometheus_scrapes_over_mutual_tls_with_basic_auth() {
     let p = |f: &str| dir.path(f).display().to_string();
     let (ca, cert, key) = (p("ca.crt"), p("client.crt"), p("client.key"));
     let with_cert = ["--cacert", &ca, "--cert", &cert, "--key", &key];
+    let scrape_openmetrics = || {
+        let accept = ["-H", "Accept: application/openmetrics-text"];
+        curl(
+            &[
+                &with_cert[..],
+                &["-u", "prometheus:s3cret"],
+                &accept,
+                &[&url],
+            ]
+            .concat(),
+        )
+    };
 
     // A real Prometheus: scheme https, tls_config, basic_auth.
     let prometheus = Prometheus::start(&format!(
@@ -211,19 +239,7 @@ fn prometheus_scrapes_over_mutual_tls_with_basic_auth() {
     let body = out.split_once("\r\n\r\n").unwrap().1;
     promtool_check(body);
     // Accept: OpenMetrics still gets OpenMetrics, which the strict parser takes.
-    let (_, om) = curl(
-        &[
-            &with_cert[..],
-            &[
-                "-u",
-                "prometheus:s3cret",
-                "-H",
-                "Accept: application/openmetrics-text",
-                &url,
-            ],
-        ]
-        .concat(),
-    );
+    let (_, om) = scrape_openmetrics();
     assert!(
         om.ends_with("# EOF\n"),
         "{}",
@@ -307,19 +323,7 @@ fn prometheus_scrapes_over_mutual_tls_with_basic_auth() {
     assert_eq!(http_get(health, "/metrics").unwrap().status, 404);
 
     // Every refusal above was counted.
-    let (_, om) = curl(
-        &[
-            &with_cert[..],
-            &[
-                "-u",
-                "prometheus:s3cret",
-                "-H",
-                "Accept: application/openmetrics-text",
-                &url,
-            ],
-        ]
-        .concat(),
-    );
+    let (_, om) = scrape_openmetrics();
     let e = Exposition::parse(&om);
     assert!(e.value("ebpf_agent_http_auth_failures_total", &[]) >= 3.0);
     assert!(e.value("ebpf_agent_http_tls_handshake_failures_total", &[]) >= 3.0);
