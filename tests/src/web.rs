@@ -317,3 +317,76 @@ impl Drop for Prometheus {
         let _ = self.child.wait();
     }
 }
+
+/// An HTTP/1.1 client that keeps its connection open between requests, as
+/// Prometheus does, and reconnects when the server has closed it.
+pub struct KeepAlive {
+    addr: SocketAddr,
+    conn: Option<std::io::BufReader<std::net::TcpStream>>,
+    /// Connections opened after the first.
+    pub reconnects: u32,
+}
+
+impl KeepAlive {
+    pub fn new(addr: SocketAddr) -> KeepAlive {
+        KeepAlive {
+            addr,
+            conn: None,
+            reconnects: 0,
+        }
+    }
+
+    /// GET `path` with `accept`: (status, body). One retry on a fresh
+    /// connection if the kept one turns out closed.
+    pub fn get(&mut self, path: &str, accept: &str) -> std::io::Result<(u16, String)> {
+        match self.try_get(path, accept) {
+            Ok(r) => Ok(r),
+            Err(_) => {
+                self.conn = None;
+                self.reconnects += 1;
+                self.try_get(path, accept)
+            }
+        }
+    }
+
+    fn try_get(&mut self, path: &str, accept: &str) -> std::io::Result<(u16, String)> {
+        use std::io::{BufRead, Read, Write};
+        if self.conn.is_none() {
+            let s = std::net::TcpStream::connect_timeout(&self.addr, Duration::from_secs(2))?;
+            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+            self.conn = Some(std::io::BufReader::new(s));
+        }
+        let conn = self.conn.as_mut().unwrap();
+        write!(
+            conn.get_mut(),
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: {accept}\r\n\r\n",
+            self.addr
+        )?;
+        let mut line = String::new();
+        if conn.read_line(&mut line)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let status = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let mut length = 0;
+        loop {
+            line.clear();
+            conn.read_line(&mut line)?;
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; length];
+        conn.read_exact(&mut body)?;
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+}

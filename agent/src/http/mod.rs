@@ -194,6 +194,11 @@ impl Endpoint {
             let limits = Limits::new(16, metrics.clone(), "health endpoint");
             tokio::spawn(accept_loop(health, health_app, limits, shutdown.clone()));
         }
+        // A fixed trim threshold (glibc's default, 128 KiB) instead of the one
+        // glibc raises after freeing large blocks: then free() shrinks the top
+        // of the worker threads' arenas, which malloc_trim leaves alone.
+        // SAFETY: mallopt only sets an allocator parameter.
+        unsafe { libc::mallopt(libc::M_TRIM_THRESHOLD, 128 * 1024) };
         tokio::spawn(trim_after_bursts(metrics, shutdown.clone()));
         accept_loop(listener, app, limits, shutdown).await;
         Ok(())
