@@ -379,6 +379,16 @@ mod tests {
         );
         assert!(err(&format!("{base}  curve_preferences: [CurveP521]\n")).contains("CurveP521"));
         assert!(err("basic_auth_users:\n  bob: plain\n").contains("bob"));
+        assert!(err(&format!("{base}  cert: inline\n")).contains("cert_file or cert, not both"));
+        let inline = parse(
+            "tls_server_config:\n  cert: |\n    PEM\n  key_file: k\n",
+            Path::new("/d"),
+        )
+        .unwrap()
+        .tls
+        .unwrap();
+        assert_eq!(inline.cert, Pem::Inline("PEM\n".into()));
+        assert_eq!(inline.key, Pem::File("/d/k".into()));
         assert!(err("http_server_config:\n  headers:\n    Server: x\n").contains("cannot be set"));
         assert!(
             err("http_server_config:\n  headers:\n    X-Frame-Options: allow\n")
