@@ -189,7 +189,10 @@ fn check_config_prints_every_setting_and_its_source() {
     assert_eq!(row("hdr-precision"), ["hdr-precision", "env", "4"]);
     assert_eq!(row("strict"), ["strict", "flag", "true"]);
     assert_eq!(row("no-collector"), ["no-collector", "file", "cpu,process"]);
-    assert_eq!(row("probes"), ["probes", "default", "syscalls,tcp,sched"]);
+    assert_eq!(
+        row("probes"),
+        ["probes", "default", "syscalls,tcp,sched,oom"]
+    );
     assert_eq!(row("pid"), ["pid", "default", "(unset)"]);
     assert_eq!(row("config"), ["config", "flag", config]);
     // One row per `agent run` flag (all but --help) and the header.

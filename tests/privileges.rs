@@ -74,7 +74,14 @@ fn attaches_drops_and_counts_exactly(prefix: &[&str], unreadable: &str) {
     let w = Workload::start(&["syscalls", &N.to_string(), &M.to_string()]);
     let agent = Agent::start_under(
         prefix,
-        &["--pid", &w.pid(), "--probes", "syscalls,tcp,sched"],
+        &[
+            "--pid",
+            &w.pid(),
+            "--probes",
+            "syscalls,tcp,sched",
+            "--bpf-stats",
+            "on",
+        ],
     );
     // /readyz answers only once the drop is done.
     assert_all_threads_hold(&agent, &["CapEff:", "CapPrm:", "CapInh:", "CapAmb:"], 0);
@@ -125,6 +132,20 @@ fn attaches_drops_and_counts_exactly(prefix: &[&str], unreadable: &str) {
         );
     }
     assert_eq!(e.get("ebpf_agent_capabilities_effective", &[]), Some(0.0));
+    // Without CAP_SYS_ADMIN the kernel's BPF statistics cannot be turned on:
+    // the cost families are absent and one line says why; nothing fails.
+    assert!(
+        e.matching("ebpf_agent_probe_kernel_runs_total", &[])
+            .next()
+            .is_none()
+    );
+    assert!(
+        agent
+            .stderr()
+            .contains("enabling BPF run-time statistics failed"),
+        "{}",
+        agent.stderr()
+    );
 }
 
 #[test]
@@ -208,4 +229,27 @@ fn missing_capabilities_are_named_in_one_line() {
         assert!(stderr.contains("run it as root"), "{stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
+}
+
+/// `--probes none` loads nothing into the kernel, so a user without any
+/// capability can run it for the /proc metrics alone.
+#[test]
+fn probes_none_needs_no_capability() {
+    const NOBODY_NONE: &[&str] = &[
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--bounding-set=-all",
+        "--inh-caps=-all",
+    ];
+    let agent = Agent::start_under(NOBODY_NONE, &["--probes", "none"]);
+    let e = agent.scrape();
+    assert!(e.get("node_load1", &[]).is_some(), "{}", e.text);
+    assert!(
+        e.matching("ebpf_agent_probe_attached", &[])
+            .next()
+            .is_none()
+    );
+    assert_eq!(e.get("ebpf_agent_capabilities_effective", &[]), Some(0.0));
 }

@@ -23,5 +23,8 @@ pub const RUNQ_READ_FAILED: u32 = 6;
 /// histogram map was full (container attribution only).
 pub const RUNQ_CGROUP_MAP_FULL: u32 = 7;
 
+/// OOM kills not reported because the OOM ring buffer was full.
+pub const OOM_RINGBUF_DROPS: u32 = 8;
+
 /// Number of counters; the size of the `COUNTERS` map.
-pub const COUNT: u32 = 8;
+pub const COUNT: u32 = 9;

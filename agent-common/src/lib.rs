@@ -6,8 +6,10 @@
 
 pub mod buckets;
 pub mod counters;
+pub mod oom;
 pub mod sched;
 pub mod syscalls;
+pub mod task;
 pub mod tcp;
 
 /// Implements `aya::Pod` for the userspace side (feature `user`).

@@ -23,24 +23,8 @@ impl RunqHist {
     };
 }
 
-/// Offsets in `struct task_struct` from kernel BTF (no CO-RE in Rust eBPF).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TaskOffsets {
-    /// `pid` (the thread id); `tgid` follows it at +4 (checked at startup).
-    pub pid: u32,
-    pub _pad: u32,
-    /// The chain to a task's cgroup v2 id, for container attribution:
-    /// `task_struct.cgroups` → `css_set.dfl_cgrp` → `cgroup.kn` →
-    /// `kernfs_node.id`. All 0 when kernel BTF lacks one of them.
-    pub cgroups: u32,
-    pub dfl_cgrp: u32,
-    pub kn: u32,
-    pub kn_id: u32,
-}
-
 /// Per-cgroup run-queue histograms the kernel keeps with attribution on
 /// (preallocated per CPU: a full map sends waits to the node-wide histogram).
 pub const CGROUP_HIST_ENTRIES: u32 = 1024;
 
-crate::impl_pod!(RunqHist, TaskOffsets);
+crate::impl_pod!(RunqHist);

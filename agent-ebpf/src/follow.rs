@@ -3,17 +3,8 @@
 //! with `--children`; new threads (same tgid) are already followed.
 
 use crate::filter;
-use crate::sched::TASK_OFFSETS;
-use aya_ebpf::{
-    helpers::bpf_probe_read_kernel, macros::raw_tracepoint, programs::RawTracePointContext,
-};
-
-/// tgid of a task_struct pointer (pid at the BTF offset, tgid right after it).
-#[inline(always)]
-fn tgid(task: *const u8) -> Option<u32> {
-    let off = TASK_OFFSETS.load().pid as usize + 4;
-    unsafe { bpf_probe_read_kernel(task.add(off) as *const u32) }.ok()
-}
+use crate::task::tgid;
+use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 
 /// sched_process_fork(struct task_struct *parent, struct task_struct *child).
 #[raw_tracepoint(tracepoint = "sched_process_fork")]

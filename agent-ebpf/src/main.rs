@@ -8,8 +8,10 @@ mod counters;
 mod filter;
 mod floor;
 mod follow;
+mod oom;
 mod sched;
 mod syscalls;
+mod task;
 mod tcp;
 
 #[cfg(not(test))]

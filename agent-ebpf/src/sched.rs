@@ -4,12 +4,12 @@
 //! the task pointers and the real `preempt` flag; pid and tgid are read at
 //! offsets from kernel BTF. Aggregated in place per CPU (see agent-common).
 
+use crate::task::{TASK_OFFSETS, cgroup_of};
 use crate::{cgroup, counters, filter};
 use agent_common::buckets;
 use agent_common::counters::{RUNQ_CGROUP_MAP_FULL, RUNQ_READ_FAILED};
-use agent_common::sched::{RunqHist, TaskOffsets};
+use agent_common::sched::RunqHist;
 use aya_ebpf::{
-    Global,
     bindings::BPF_NOEXIST,
     helpers::{bpf_probe_read_kernel, generated::bpf_ktime_get_ns},
     macros::{btf_tracepoint, map, raw_tracepoint},
@@ -17,16 +17,6 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, RawTracePointContext},
 };
 use core::ptr::read_volatile;
-
-#[unsafe(no_mangle)]
-pub(crate) static TASK_OFFSETS: Global<TaskOffsets> = Global::new(TaskOffsets {
-    pid: 0,
-    _pad: 0,
-    cgroups: 0,
-    dfl_cgrp: 0,
-    kn: 0,
-    kn_id: 0,
-});
 
 /// When each thread became runnable (0: not waiting), indexed by tid (sized
 /// to pid_max by the agent; 1 here so an unused probe costs nothing).
@@ -138,22 +128,6 @@ pub fn sched_switch_btf(ctx: BtfTracePointContext) -> i32 {
     let next: *const u8 = ctx.arg(2);
     switch_in(ids_btf(next), || cgroup_of_btf(next));
     0
-}
-
-/// A task's cgroup v2 id (low 32 bits) with helper reads; 0 if unreadable.
-#[inline(always)]
-fn cgroup_of(task: *const u8) -> u32 {
-    let o = TASK_OFFSETS.load();
-    let step = |p: *const u8, off: u32| unsafe {
-        bpf_probe_read_kernel(p.add(off as usize) as *const *const u8).ok()
-    };
-    step(task, o.cgroups)
-        .and_then(|css_set| step(css_set, o.dfl_cgrp))
-        .and_then(|cgrp| step(cgrp, o.kn))
-        .and_then(|kn| {
-            unsafe { bpf_probe_read_kernel(kn.add(o.kn_id as usize) as *const u64) }.ok()
-        })
-        .map_or(0, |id| id as u32)
 }
 
 /// The same with direct loads (tp_btf: typed pointers; a fault reads 0).

@@ -4,6 +4,7 @@
 //! startup and are passed in as globals. aya's Btf type does not expose
 //! struct members, hence this small parser (format: Documentation/bpf/btf.rst).
 
+use agent_common::task::TaskOffsets;
 use anyhow::{Context, Result, bail};
 
 const MAGIC: u16 = 0xeb9f;
@@ -97,6 +98,43 @@ impl KernelBtf {
     }
 }
 
+/// `task_struct` offsets from kernel BTF. The kernel reads pid and tgid in one
+/// 8-byte read, so they must be adjacent (they have been for decades).
+pub(crate) fn task_offsets(btf: Result<&KernelBtf, &anyhow::Error>) -> Result<TaskOffsets> {
+    let btf = btf.map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let pid = btf.member_offset("task_struct", "pid")?;
+    let tgid = btf.member_offset("task_struct", "tgid")?;
+    if tgid != pid + 4 {
+        bail!("task_struct.tgid ({tgid}) does not follow pid ({pid}) on this kernel");
+    }
+    let chain = [
+        ("task_struct", "cgroups"),
+        ("css_set", "dfl_cgrp"),
+        ("cgroup", "kn"),
+        ("kernfs_node", "id"),
+    ]
+    .map(|(s, m)| btf.member_offset(s, m));
+    let [cgroups, dfl_cgrp, kn, kn_id] = match chain {
+        [Ok(a), Ok(b), Ok(c), Ok(d)] => [a, b, c, d],
+        _ => {
+            // Only per-container series need it; say so if asked.
+            tracing::debug!(
+                "no task -> cgroup id chain in kernel BTF: run-queue waits and OOM kills stay node-wide"
+            );
+            [0; 4]
+        }
+    };
+    let comm = btf.member_offset("task_struct", "comm")?;
+    Ok(TaskOffsets {
+        pid,
+        comm,
+        cgroups,
+        dfl_cgrp,
+        kn,
+        kn_id,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,5 +203,12 @@ mod tests {
         let btf = KernelBtf::read().expect("this machine has BTF");
         let off = btf.member_offset("sock", "sk_err").unwrap();
         assert!(off > 0 && off < 1024, "{off}");
+    }
+
+    #[test]
+    fn this_kernel_has_adjacent_pid_and_tgid_and_a_comm() {
+        let btf = KernelBtf::read().expect("BTF on this machine");
+        let off = task_offsets(Ok(&btf)).unwrap();
+        assert!(off.pid > 0 && off.comm > 0);
     }
 }

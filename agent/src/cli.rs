@@ -96,7 +96,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(10..=10_000))]
     pub flush_interval_ms: u64,
 
-    /// Distinct unknown syscall numbers (>= 1024) exported as their own series
+    /// Distinct unknown syscall numbers (naming no syscall) exported as their own series
     /// before further ones are folded into syscall="other".
     #[arg(long, default_value_t = 64)]
     pub unknown_syscall_budget: usize,
@@ -111,6 +111,14 @@ pub struct RunArgs {
     /// series; later new destinations are folded into destination="other".
     #[arg(long, default_value_t = 50)]
     pub tcp_destination_budget: usize,
+
+    /// The probes' kernel cost (ebpf_agent_probe_kernel_*), from the kernel's
+    /// BPF run-time statistics: `auto` exports it when they are on already
+    /// (sysctl kernel.bpf_stats_enabled=1), `on` turns them on while the
+    /// agent runs (CAP_SYS_ADMIN at start), `off` never exports it. They add
+    /// two clock reads to every program run: docs/benchmarks.md has the cost.
+    #[arg(long, value_enum, default_value = "auto", value_name = "MODE")]
+    pub bpf_stats: crate::self_metrics::StatsMode,
 
     /// Capabilities kept after the probes are attached, comma separated
     /// (`bpf,perfmon`); `none` drops them all.

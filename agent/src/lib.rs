@@ -21,6 +21,7 @@ mod privileges;
 mod probes;
 mod self_metrics;
 mod shutdown;
+mod stage_cpu;
 mod stats;
 mod target;
 mod tracefs;

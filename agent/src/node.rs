@@ -19,7 +19,10 @@ pub async fn run(config: Loaded) -> Result<()> {
         None => 0,
     };
     let (node_registry, node) = collectors::live::registry(&args.collectors, args.pid)?;
-    bpf::check_privileges(args.probes.iter().any(|p| p == "tcp"))?;
+    // `--probes none` loads nothing, so it needs no BPF privilege.
+    if args.probes.iter().any(|p| p != "none") {
+        bpf::check_privileges(args.probes.iter().any(|p| p == "tcp"))?;
+    }
     // Before any histogram is made (and before the kernel gets the bounds).
     if let Some(layout) = &args.latency_buckets
         && !crate::histogram::set_layout(layout.clone())
@@ -63,7 +66,7 @@ pub async fn run(config: Loaded) -> Result<()> {
         stop_rx.clone(),
     )?;
     // Needs CAP_SYS_ADMIN, so before the drop; held until exit.
-    let bpf_stats = BpfStats::enable(&args.collectors.procfs);
+    let bpf_stats = BpfStats::enable(args.bpf_stats, &args.collectors.procfs);
     let traced = args
         .pid
         .map(|pid| args.collectors.procfs.join(pid.to_string()));

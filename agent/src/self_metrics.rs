@@ -38,6 +38,7 @@ pub(crate) fn registry(
         stats: started.stats.clone(),
         kernel: started.kernel.clone(),
     }));
+    r.register_collector(Box::new(crate::stage_cpu::StageCpu));
     if bpf_stats.is_some() {
         r.register_collector(Box::new(ProgramCost::new(started)));
     }
@@ -47,7 +48,7 @@ pub(crate) fn registry(
 #[derive(Debug)]
 struct AgentCollector {
     stats: Arc<AgentStats>,
-    kernel: Arc<KernelCounters>,
+    kernel: Option<Arc<KernelCounters>>,
 }
 
 impl Collector for AgentCollector {
@@ -82,7 +83,7 @@ impl Collector for AgentCollector {
         for (probe, p) in probes {
             for (stage, loss) in probe.losses {
                 let n = match loss {
-                    Loss::Kernel(index) => self.kernel.get(*index),
+                    Loss::Kernel(index) => self.kernel.as_ref().map_or(0, |k| k.get(*index)),
                     Loss::Decode => p.decode_errors.load(Relaxed),
                 };
                 m.encode_family(&[("probe", probe.name), ("stage", stage)])?
@@ -93,26 +94,49 @@ impl Collector for AgentCollector {
     }
 }
 
+/// `--bpf-stats`: whether the probes' kernel cost is exported, and whether
+/// the agent turns the kernel's statistics on to export it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatsMode {
+    /// Exported when the statistics are on already (the sysctl).
+    Auto,
+    /// Turned on while the agent runs.
+    On,
+    Off,
+}
+
 /// The kernel's BPF run-time statistics (run count and run time of every
 /// program), on while this is held. They cost two clock reads per program
-/// run; docs/benchmarks.md has the measurement.
+/// run, for every program on the node: docs/benchmarks.md has the measurement.
 pub(crate) struct BpfStats {
     /// None when the sysctl kernel.bpf_stats_enabled already turned them on.
     _fd: Option<OwnedFd>,
 }
 
 impl BpfStats {
-    /// Turns the statistics on (BPF_ENABLE_STATS, CAP_SYS_ADMIN), or finds
-    /// them on. When neither, logs why and the families are absent.
-    pub(crate) fn enable(procfs: &std::path::Path) -> Option<BpfStats> {
+    /// Finds the statistics on, or turns them on (BPF_ENABLE_STATS, needs
+    /// CAP_SYS_ADMIN) when `mode` says so. When they are off, logs why and
+    /// the families are absent.
+    pub(crate) fn enable(mode: StatsMode, procfs: &std::path::Path) -> Option<BpfStats> {
         let sysctl = procfs.join("sys/kernel/bpf_stats_enabled");
+        if mode == StatsMode::Off {
+            return None;
+        }
         if std::fs::read_to_string(&sysctl).is_ok_and(|s| s.trim() == "1") {
             return Some(BpfStats { _fd: None });
+        }
+        if mode == StatsMode::Auto {
+            tracing::info!(
+                "the probes' kernel cost (ebpf_agent_probe_kernel_*) is not exported: the \
+                 kernel's BPF statistics are off; `--bpf-stats on` turns them on while the \
+                 agent runs, at a cost per program run (docs/benchmarks.md)"
+            );
+            return None;
         }
         match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
             Ok(fd) => Some(BpfStats { _fd: Some(fd) }),
             Err(e) => {
-                tracing::info!(
+                tracing::warn!(
                     "the probes' kernel cost (ebpf_agent_probe_kernel_*) is not exported: \
                      enabling BPF run-time statistics failed ({e}); it needs CAP_SYS_ADMIN, \
                      or `sysctl kernel.bpf_stats_enabled=1` on the node"
@@ -141,7 +165,7 @@ impl ProgramCost {
             .programs
             .iter()
             .filter_map(|(probe, name)| {
-                let fd = started.ebpf.program(name)?.fd().ok()?;
+                let fd = started.ebpf.as_ref()?.program(name)?.fd().ok()?;
                 let fd = fd.as_fd().try_clone_to_owned().ok()?;
                 Some((*probe, name.clone(), fd))
             })

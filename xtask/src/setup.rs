@@ -19,7 +19,8 @@ const BUILD_PACKAGES: &[&str] = &[
 /// Real peers and tools the tests and benchmarks drive.
 const TEST_PACKAGES: &[&str] = &[
     "bpftrace",                  // peer: counts and overhead
-    "prometheus",                // promtool check metrics (text format 0.0.4)
+    "prometheus",                // promtool, and the server the mixin tests start
+    "jsonnet",                   // renders the mixin (deploy/prometheus/mixin/)
     "python3-prometheus-client", // strict OpenMetrics parser
     "prometheus-node-exporter",  // peer for the /proc collectors
     "stress-ng",

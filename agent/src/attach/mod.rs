@@ -130,7 +130,7 @@ pub async fn run(args: AttachArgs) -> Result<()> {
             .flat_map(|p| p.losses)
             .filter(|(stage, _)| *stage == "ringbuf_full")
             .map(|(_, loss)| match loss {
-                Loss::Kernel(index) => kernel.get(*index),
+                Loss::Kernel(index) => kernel.as_ref().map_or(0, |k| k.get(*index)),
                 Loss::Decode => 0,
             })
             .sum()

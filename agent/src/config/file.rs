@@ -21,9 +21,50 @@ pub struct Entries(pub Vec<(String, Value)>);
 /// the path by the caller).
 pub fn read(path: &Path) -> Result<Entries, String> {
     let format = Format::of(path)?;
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read it: {e} (check --config or EBPF_AGENT_CONFIG)"))?;
-    parse(&text, format)
+    parse(&read_bounded(path)?, format)
+}
+
+/// The largest config file read: the shipped example with every key is
+/// about 5 KiB. Bigger input (a runaway value, a nested document) is refused
+/// before any parser spends time or memory on it.
+pub const MAX_BYTES: u64 = 64 * 1024;
+
+/// Reads a regular file of at most [`MAX_BYTES`]. Opened non-blocking, so a
+/// FIFO cannot stall start-up or a reload, and checked to be a regular file,
+/// so a device (/dev/zero) is not read at all.
+fn read_bounded(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let hint = "(check --config or EBPF_AGENT_CONFIG)";
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("cannot read it: {e} {hint}"))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot read it: {e} {hint}"))?;
+    if !meta.is_file() {
+        return Err(format!(
+            "not a regular file (a directory, FIFO or device?): point it at a .toml or .yaml file {hint}"
+        ));
+    }
+    if meta.len() > MAX_BYTES {
+        return Err(format!(
+            "it is {} bytes; a config file may have at most {MAX_BYTES} (64 KiB): it holds flags and their values",
+            meta.len()
+        ));
+    }
+    let mut text = String::new();
+    file.take(MAX_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read it: {e} {hint}"))?;
+    if text.len() as u64 > MAX_BYTES {
+        return Err(format!(
+            "it grew past {MAX_BYTES} bytes while being read: a config file may have at most 64 KiB"
+        ));
+    }
+    Ok(text)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -284,8 +284,8 @@ pub fn describe(e: &clap::Error) -> String {
         Some(ContextValue::Strings(v)) => Some(v.join(", ")),
         _ => None,
     };
-    let value = context(ContextKind::InvalidValue).unwrap_or_default();
-    match e.kind() {
+    let value = abbreviate(&context(ContextKind::InvalidValue).unwrap_or_default(), 80);
+    let line = match e.kind() {
         ErrorKind::ValueValidation => match std::error::Error::source(e) {
             Some(reason) => format!("invalid value {value}: {reason}"),
             None => first_line(e),
@@ -295,7 +295,22 @@ pub fn describe(e: &clap::Error) -> String {
             None => first_line(e),
         },
         _ => first_line(e),
+    };
+    // Reasons can quote the value again (a regex error does): bound the line.
+    abbreviate(&line, 400)
+}
+
+/// `text` cut to about `max` bytes at a character boundary, saying how long
+/// it was, so a huge value cannot flood the log.
+pub fn abbreviate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
     }
+    let cut = (0..=max)
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0);
+    format!("{}... ({} bytes)", &text[..cut], text.len())
 }
 
 fn first_line(e: &clap::Error) -> String {
@@ -423,7 +438,7 @@ mod tests {
         let e = check_alone(&cmd, &["--probes=tcp,bogus".into()]).unwrap_err();
         assert_eq!(
             e,
-            "invalid value bogus: valid values are syscalls, tcp, sched, none"
+            "invalid value bogus: valid values are syscalls, tcp, sched, oom, none"
         );
         let e = check_alone(&cmd, &["--hdr-precision=9".into()]).unwrap_err();
         assert!(e.starts_with("invalid value 9: 9 is not in 1..=5"), "{e}");

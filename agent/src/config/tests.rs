@@ -148,7 +148,9 @@ fn bad_values_name_the_file_key_and_value() {
     let path = file("bad-probe.toml", "probes = [\"tcp\", \"bogus\"]\n");
     let e = load_with(Some(&path), &[], &[]).unwrap_err();
     assert!(
-        e.ends_with("key probes: invalid value bogus: valid values are syscalls, tcp, sched, none"),
+        e.ends_with(
+            "key probes: invalid value bogus: valid values are syscalls, tcp, sched, oom, none"
+        ),
         "{e}"
     );
     let path = file("bad-type.yaml", "strict: [true]\nlisten: 1\n");
@@ -317,4 +319,54 @@ fn the_yaml_example_shows_every_key() {
 #[test]
 fn the_toml_example_shows_every_key() {
     check_example("config.example.toml", " =");
+}
+
+#[test]
+fn files_that_cost_resources_are_refused_at_once() {
+    let t = std::time::Instant::now();
+    // Big: a 5 MB regex value, and a deeply nested document.
+    let big = file(
+        "big.yaml",
+        &format!("netdev-exclude: \"{}\"\n", "a|".repeat(2_500_000)),
+    );
+    let e = load_with(Some(&big), &[], &[]).unwrap_err();
+    assert!(e.contains("may have at most 65536"), "{e}");
+    assert!(
+        e.len() < 300,
+        "the error echoes the file: {} bytes",
+        e.len()
+    );
+    let nested = file("nested.yaml", &"[".repeat(200_000));
+    let e = load_with(Some(&nested), &[], &[]).unwrap_err();
+    assert!(e.contains("may have at most 65536"), "{e}");
+    // Not regular files: a device is not read, a FIFO does not block.
+    let e = load_with(Some(Path::new("/dev/zero.yaml")), &[], &[]).unwrap_err();
+    assert!(e.contains("cannot read it"), "{e}");
+    let dir = std::env::temp_dir().join(format!("agent-config-{}", std::process::id()));
+    let fifo = dir.join("fifo.yaml");
+    let _ = std::fs::remove_file(&fifo);
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let e = load_with(Some(&fifo), &[], &[]).unwrap_err();
+    assert!(e.contains("not a regular file"), "{e}");
+    let dev = dir.join("zero.yaml");
+    let _ = std::fs::remove_file(&dev);
+    std::os::unix::fs::symlink("/dev/zero", &dev).unwrap();
+    let e = load_with(Some(&dev), &[], &[]).unwrap_err();
+    assert!(e.contains("not a regular file"), "{e}");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(1),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn long_values_are_abbreviated_in_errors() {
+    let long = format!("{}(", "x".repeat(50_000));
+    let path = file("long.yaml", &format!("netdev-exclude: \"{long}\"\n"));
+    let e = load_with(Some(&path), &[], &[]).unwrap_err();
+    assert!(e.contains("key netdev-exclude: invalid value xxx"), "{e}");
+    assert!(e.contains("(50001 bytes)"), "{e}");
+    assert!(e.len() < 700, "{} bytes: {e}", e.len());
 }

@@ -54,10 +54,14 @@ impl Scraper {
                         me.metrics.scrape_encodes.inc();
                         // Collectors read /proc, /sys and BPF maps: blocking work,
                         // kept off the async workers that drain the ring buffers.
-                        let encoded = tokio::task::spawn_blocking(move || encode(&registries))
-                            .await
-                            .map_err(|e| e.to_string())
-                            .and_then(|r| r);
+                        let encoded = tokio::task::spawn_blocking(move || {
+                            crate::stage_cpu::measure(crate::stage_cpu::Stage::Scrape, || {
+                                encode(&registries)
+                            })
+                        })
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r);
                         *me.running.lock().unwrap() = None;
                         let _ = tx.send(Some(encoded.map(Arc::new)));
                     });

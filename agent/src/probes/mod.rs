@@ -3,6 +3,7 @@
 //! the table: `--probes` values, start-up, self-stats, the registry, reload
 //! and attach mode. Adding a probe: docs/adding-a-probe.md.
 
+mod oom;
 mod program;
 mod ring_drain;
 pub(crate) mod sched;
@@ -27,7 +28,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Every probe, in the order they start and are reported.
-pub(crate) const PROBES: [&Probe; 3] = [&syscalls::PROBE, &tcp::PROBE, &sched::PROBE];
+pub(crate) const PROBES: [&Probe; 4] = [&syscalls::PROBE, &tcp::PROBE, &sched::PROBE, &oom::PROBE];
 
 /// A probe, described once.
 pub(crate) struct Probe {
@@ -147,8 +148,10 @@ impl StartOptions {
 /// every program); flip the shutdown channel passed to [`start_all`], then
 /// await `tasks` to get the last records drained.
 pub(crate) struct Started {
-    pub ebpf: Ebpf,
-    pub kernel: Arc<KernelCounters>,
+    /// None when no probe was chosen (`--probes none`): nothing is loaded,
+    /// so no BPF privilege is needed.
+    pub ebpf: Option<Ebpf>,
+    pub kernel: Option<Arc<KernelCounters>>,
     pub stats: Arc<AgentStats>,
     /// The probes that attached, in table order.
     pub running: Vec<(&'static Probe, Box<dyn Running>)>,
@@ -175,7 +178,7 @@ pub(crate) fn start_all(opts: &StartOptions, stop: watch::Receiver<bool>) -> Res
     // Probes read kernel struct offsets from BTF: parse it once.
     let btf = KernelBtf::read();
     if opts.follow_children {
-        let task = sched::offsets(btf.as_ref()).map_err(|e| {
+        let task = crate::btf::task_offsets(btf.as_ref()).map_err(|e| {
             e.context("following children needs task_struct offsets from kernel BTF")
         })?;
         plan.global("TASK_OFFSETS", &task);
@@ -194,6 +197,18 @@ pub(crate) fn start_all(opts: &StartOptions, stop: watch::Receiver<bool>) -> Res
         }
     }
     drop(btf);
+    if chosen.is_empty() && !opts.follow_children {
+        stats.ready.store(true, Relaxed);
+        return Ok(Started {
+            ebpf: None,
+            kernel: None,
+            stats,
+            running: Vec::new(),
+            programs: Vec::new(),
+            tasks: Vec::new(),
+            missing,
+        });
+    }
     let mut ebpf = crate::bpf::load(&plan)?;
     let kernel = Arc::new(KernelCounters::take(&mut ebpf)?);
     // Descendants must be followed before the target can fork: attach first.
@@ -233,8 +248,8 @@ pub(crate) fn start_all(opts: &StartOptions, stop: watch::Receiver<bool>) -> Res
     // SAFETY: malloc_trim only releases memory that is already free.
     unsafe { libc::malloc_trim(0) };
     Ok(Started {
-        ebpf,
-        kernel,
+        ebpf: Some(ebpf),
+        kernel: Some(kernel),
         stats,
         running,
         programs,
@@ -274,4 +289,49 @@ fn loaded(ebpf: &Ebpf) -> Vec<String> {
 /// readable (their counters are plain numbers).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PROBES;
+
+    fn read(doc: &str) -> String {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+        std::fs::read_to_string(format!("{path}/{doc}")).unwrap()
+    }
+
+    /// README's probe table is the table's rows, in its order.
+    #[test]
+    fn readme_lists_every_probe_as_the_table_describes_it() {
+        let readme = read("README.md");
+        let rows: Vec<&str> = readme
+            .lines()
+            .skip_while(|l| *l != "## Probes")
+            .skip(1)
+            .take_while(|l| !l.starts_with("## "))
+            .filter(|l| l.starts_with("| `"))
+            .collect();
+        let want: Vec<String> = PROBES
+            .iter()
+            .map(|p| format!("| `{}` | {} | {} |", p.name, p.about, p.needs))
+            .collect();
+        assert_eq!(rows.len(), want.len(), "README probe rows: {rows:#?}");
+        for (row, want) in rows.iter().zip(&want) {
+            assert_eq!(row, want);
+        }
+    }
+
+    /// docs/metrics.md has a section per probe and explains every drop stage.
+    #[test]
+    fn metrics_doc_covers_every_probe_and_drop_stage() {
+        let doc = read("docs/metrics.md");
+        for probe in PROBES {
+            let heading = format!("(probe `{}`)", probe.name);
+            assert!(doc.contains(&heading), "docs/metrics.md lacks {heading}");
+            for (stage, _) in probe.losses {
+                let item = format!("- **`{stage}`**");
+                assert!(doc.contains(&item), "docs/metrics.md lacks stage {stage}");
+            }
+        }
+    }
 }

@@ -2,6 +2,7 @@
 //! kernel wakes us and on a timer (producers may submit without waking us),
 //! until shutdown, then run a last hook and drain once more.
 
+use crate::stage_cpu::{Stage, measure};
 use anyhow::{Context, Result};
 use aya::maps::{MapData, RingBuf};
 use std::time::Duration;
@@ -33,19 +34,28 @@ where
                 guard = ring.readable_mut() => match guard {
                     Ok(mut guard) => {
                         // Drain to empty before clearing: the fd is edge-triggered.
-                        drain(guard.get_inner_mut());
+                        measure(Stage::Drain, || drain(guard.get_inner_mut()));
                         guard.clear_ready();
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "{name} ring buffer poll failed; draining on the timer only");
                         tick.tick().await;
-                        drain(ring.get_mut());
+                        measure(Stage::Drain, || drain(ring.get_mut()));
                     }
                 },
-                _ = tick.tick() => drain(ring.get_mut()),
+                _ = tick.tick() => measure(Stage::Drain, || drain(ring.get_mut())),
             }
         }
         before_last_drain();
         drain(ring.get_mut());
     }))
+}
+
+/// One fixed-size record from a ring-buffer item; None if the item is too
+/// short (counted by the caller as a decode loss).
+pub(crate) fn decode<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
+    (bytes.len() >= size_of::<T>()).then(|| {
+        // SAFETY: long enough, and Pod types are valid for any bytes.
+        unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) }
+    })
 }

@@ -4,6 +4,9 @@
 //!   workload syscalls N M    N getppid() calls and M fchdir(-1) calls (EBADF)
 //!   workload storm T N       T threads, N getppid() calls each (overload)
 //!   workload unknown N       N calls of syscall number 9999 (ENOSYS)
+//!   workload spray A B       one call of each syscall number in A..B (ENOSYS)
+//!   workload fail MS         fchdir(-1) calls (EBADF) for MS milliseconds; prints
+//!                            "failed=N"
 //!   workload spin T MS CPU   T threads busy for MS ms, pinned to CPU (-1: not
 //!                            pinned); prints their thread ids before "ready"...
 //!                            after "ready", as "tids=1,2,3"
@@ -11,6 +14,9 @@
 //!                            N blocking connects to each ADDR, all at once, one
 //!                            thread each (TCP_SYNCNT = SYNCNT if > 0); prints
 //!                            what connect() returned: "success=.. ECONNREFUSED=.."
+//!
+//!   workload hog MB          touches MB MiB of fresh memory, page by page (in a
+//!                            small memory cgroup: the OOM killer's victim)
 //!
 //!   workload demo N M PORT K
 //!                            no "ready"/"go": at once N getppid() and M fchdir(-1)
@@ -68,13 +74,29 @@ fn main() {
                 .collect();
             handles.into_iter().for_each(|h| h.join().unwrap());
         }
+        "spray" => {
+            for nr in num(2)..num(3) {
+                let rc = unsafe { libc::syscall(nr as libc::c_long) };
+                assert_eq!(rc, -1, "syscall {nr} exists");
+            }
+        }
         "unknown" => {
             for _ in 0..num(2) {
                 let rc = unsafe { libc::syscall(9999) };
                 assert_eq!(rc, -1);
             }
         }
+        "fail" => {
+            let until = std::time::Instant::now() + std::time::Duration::from_millis(num(2));
+            let mut failed = 0u64;
+            while std::time::Instant::now() < until {
+                unsafe { libc::syscall(libc::SYS_fchdir, -1) };
+                failed += 1;
+            }
+            println!("failed={failed}");
+        }
         "connect" => connects(&args[2..]),
+        "hog" => hog(num(2)),
         "spin" => spinners.unwrap().run(),
         _ => panic!("unknown mode {mode:?}"),
     }
@@ -93,6 +115,19 @@ fn demo(n: u64, m: u64, port: u16, k: u64) -> ! {
         assert_eq!(connect_once(addr, 0), "success");
     }
     std::process::exit(3);
+}
+
+fn hog(mib: u64) {
+    let mut held = Vec::new();
+    for _ in 0..mib {
+        // One page in every 4 KiB written, so each MiB is really charged.
+        let mut chunk = vec![0u8; 1 << 20];
+        for page in chunk.chunks_mut(4096) {
+            page[0] = 1;
+        }
+        held.push(chunk);
+    }
+    std::hint::black_box(&held);
 }
 
 fn getppid_loop(n: u64) {

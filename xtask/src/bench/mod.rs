@@ -13,9 +13,9 @@ mod syscalls;
 mod tcp;
 
 use anyhow::{Context, Result, bail};
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use harness::Exposition;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -227,13 +227,7 @@ pub fn agent_bin() -> Result<PathBuf> {
         return Ok(path);
     }
     crate::cmd::cargo(&["build", "--release", "-p", "agent"])?;
-    let root = crate::cmd::workspace_root();
-    // cargo resolves a relative CARGO_TARGET_DIR against its working directory,
-    // which crate::cmd::cargo sets to the workspace root.
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(|t| root.join(t))
-        .unwrap_or_else(|| root.join("target"));
-    let path = target.join("release/agent");
+    let path = harness::agent::built_agent();
     if !path.is_file() {
         bail!("built the agent but {} is missing", path.display());
     }
@@ -455,66 +449,10 @@ fn keep_tail(pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
 // ---------------------------------------------------------------------------
 // HTTP and the metrics exposition
 
-/// A free port on 127.0.0.1 (bound, then released for the child to bind).
-pub fn free_loopback_port() -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
-}
-
-pub struct HttpResponse {
-    pub status: u16,
-    pub body: String,
-}
-
-/// A minimal HTTP/1.1 GET with `Connection: close`, enough for the agent's
-/// endpoints; no HTTP crate needed.
-pub fn http_get(addr: SocketAddr, path: &str) -> Result<HttpResponse> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .with_context(|| format!("connecting to {addr}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/plain\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .with_context(|| format!("reading the response to GET {path}"))?;
-    parse_response(&String::from_utf8_lossy(&raw))
-        .with_context(|| format!("malformed response to GET http://{addr}{path}"))
-}
-
-fn parse_response(raw: &str) -> Option<HttpResponse> {
-    let (head, body) = raw.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    let chunked = head
-        .lines()
-        .any(|l| l.to_ascii_lowercase().replace(' ', "") == "transfer-encoding:chunked");
-    let body = if chunked {
-        dechunk(body)?
-    } else {
-        body.to_string()
-    };
-    Some(HttpResponse { status, body })
-}
-
-/// Decodes a chunked body: `<hex size>\r\n<data>\r\n`, ..., `0\r\n\r\n`.
-fn dechunk(mut rest: &str) -> Option<String> {
-    let mut body = String::new();
-    loop {
-        let (size, after) = rest.split_once("\r\n")?;
-        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
-        if size == 0 {
-            return Some(body);
-        }
-        body.push_str(after.get(..size)?);
-        rest = after.get(size..)?.strip_prefix("\r\n")?;
-    }
-}
-
-/// GETs `/metrics` and checks the status.
-pub fn scrape(addr: SocketAddr) -> Result<String> {
-    let r = http_get(addr, "/metrics")?;
+/// GETs `/metrics` (classic text format), checking the status.
+pub fn scrape_text(addr: SocketAddr) -> Result<String> {
+    let r = harness::http_get_accept(addr, "/metrics", "text/plain")
+        .with_context(|| format!("GET http://{addr}/metrics"))?;
     if r.status != 200 {
         bail!(
             "GET http://{addr}/metrics returned {}: {}",
@@ -525,75 +463,10 @@ pub fn scrape(addr: SocketAddr) -> Result<String> {
     Ok(r.body)
 }
 
-/// Sum of the samples named `name` whose labels include all of `labels`;
-/// `None` if there is no such sample at all.
-pub fn metric_sum(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    samples(exposition, name, labels)
-        .map(|s| s.value)
-        .reduce(|a, b| a + b)
-}
-
-/// Like `metric_sum`, split by the value of label `by` (e.g. each drop stage).
-pub fn metric_sum_by(
-    exposition: &str,
-    name: &str,
-    labels: &[(&str, &str)],
-    by: &str,
-) -> BTreeMap<String, f64> {
-    let mut sums = BTreeMap::new();
-    for s in samples(exposition, name, labels) {
-        let key = s
-            .labels
-            .iter()
-            .find(|(k, _)| *k == by)
-            .map_or("", |(_, v)| v);
-        *sums.entry(key.to_string()).or_default() += s.value;
-    }
-    sums
-}
-
-fn samples<'a>(
-    exposition: &'a str,
-    name: &'a str,
-    labels: &'a [(&str, &str)],
-) -> impl Iterator<Item = Sample<'a>> {
-    exposition
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(Sample::parse)
-        .filter(move |s| s.name == name && labels.iter().all(|l| s.labels.contains(l)))
-}
-
-/// One line of a text exposition: `name{k="v",...} value [timestamp]`.
-struct Sample<'a> {
-    name: &'a str,
-    labels: Vec<(&'a str, &'a str)>,
-    value: f64,
-}
-
-impl<'a> Sample<'a> {
-    /// Label values here never hold escaped quotes, which keeps this simple.
-    fn parse(line: &'a str) -> Option<Sample<'a>> {
-        let (series, value) = match line.rfind('}') {
-            Some(close) => line.split_at(close + 1),
-            None => line.split_once(' ')?,
-        };
-        let value = value.split_whitespace().next()?.parse().ok()?;
-        let (name, labels) = match series.split_once('{') {
-            Some((name, labels)) => (name, labels.strip_suffix('}')?),
-            None => (series, ""),
-        };
-        let labels = labels
-            .split("\",")
-            .filter_map(|kv| kv.split_once("=\""))
-            .map(|(k, v)| (k.trim(), v.trim_end_matches('"')))
-            .collect();
-        Some(Sample {
-            name,
-            labels,
-            value,
-        })
-    }
+/// GETs `/metrics` and parses it.
+pub fn scrape(addr: SocketAddr) -> Result<Exposition> {
+    Exposition::try_parse(&scrape_text(addr)?)
+        .map_err(|e| anyhow::anyhow!("http://{addr}/metrics: {e}"))
 }
 
 /// How long a started process may take to attach its probes.
@@ -616,15 +489,20 @@ pub fn print_machine() {
 /// Starts `agent <args...> --listen 127.0.0.1:<free port>` and waits until
 /// its /readyz answers 200 (probes attached).
 pub fn start_agent(agent: &Path, args: &[&str]) -> Result<(Background, SocketAddr)> {
-    let addr: SocketAddr = ([127, 0, 0, 1], free_loopback_port()?).into();
+    let addr: SocketAddr = ([127, 0, 0, 1], harness::free_port()).into();
     let mut cmd = Command::new(agent);
     cmd.args(args).args(["--listen", &addr.to_string()]);
     let name = format!("agent {}", args.first().copied().unwrap_or(""));
     let mut p = Background::spawn(&name, cmd, libc::SIGTERM)?;
-    p.wait_until(READY_TIMEOUT, || {
-        http_get(addr, "/readyz").is_ok_and(|r| r.status == 200)
-    })?;
-    Ok((p, addr))
+    // An early exit's error already carries the agent's stderr; a timeout's does not.
+    let ready = harness::wait_ready(addr, READY_TIMEOUT, || {
+        p.check_running().map_err(|e| format!("{e:#}"))
+    });
+    match ready {
+        Ok(()) => Ok((p, addr)),
+        Err(e) if e.starts_with("not ready") => bail!("{name} {e}{}", p.stderr_note()),
+        Err(e) => bail!("{e}"),
+    }
 }
 
 #[cfg(test)]
@@ -657,42 +535,5 @@ mod tests {
     fn cpu_ticks_survive_odd_command_names() {
         let stat = "42 (a b) c) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 5 1000 50";
         assert_eq!(parse_cpu_ticks(stat), Some(10));
-    }
-
-    #[test]
-    fn responses_plain_and_chunked() {
-        let r = parse_response("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").unwrap();
-        assert_eq!((r.status, r.body.as_str()), (200, "ok"));
-        let raw = "HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n\
-                   3\r\nnot\r\n6\r\n ready\r\n0\r\n\r\n";
-        let r = parse_response(raw).unwrap();
-        assert_eq!((r.status, r.body.as_str()), (503, "not ready"));
-    }
-
-    #[test]
-    fn metric_sums_by_labels() {
-        let text = "# TYPE x counter\n\
-                    x_total{probe=\"syscalls\",stage=\"ringbuf_full\"} 2\n\
-                    x_total{probe=\"syscalls\",stage=\"decode\"} 3\n\
-                    x_total{probe=\"other\",stage=\"decode\"} 100\n\
-                    y 1.5\n";
-        assert_eq!(
-            metric_sum(text, "x_total", &[("probe", "syscalls")]),
-            Some(5.0)
-        );
-        assert_eq!(
-            metric_sum(text, "x_total", &[("stage", "decode")]),
-            Some(103.0)
-        );
-        assert_eq!(metric_sum(text, "y", &[]), Some(1.5));
-        assert_eq!(metric_sum(text, "z", &[]), None);
-        let by_stage = metric_sum_by(text, "x_total", &[("probe", "syscalls")], "stage");
-        assert_eq!(
-            by_stage.into_iter().collect::<Vec<_>>(),
-            [
-                ("decode".to_string(), 3.0),
-                ("ringbuf_full".to_string(), 2.0)
-            ]
-        );
     }
 }

@@ -15,8 +15,8 @@
 
 use super::{
     BPFTRACE_ATTACH_WAIT, Background, BenchArgs, NOISY_SPREAD, READY_TIMEOUT, agent_bin,
-    allowed_cpus, interleaved, median, metric_sum, min_max, pin_current_thread, print_machine,
-    process_cpu, process_rss, require_root, scrape, start_agent,
+    allowed_cpus, interleaved, median, min_max, pin_current_thread, print_machine, process_cpu,
+    process_rss, require_root, scrape, start_agent,
 };
 use anyhow::{Context, Result, bail};
 use std::net::SocketAddr;
@@ -170,7 +170,7 @@ fn measure(config: Config, agent: &Path, round_trips: u64, cpu: usize) -> Result
 
 fn runq_count(addr: SocketAddr) -> Result<f64> {
     let text = scrape(addr)?;
-    metric_sum(&text, RUNQ_COUNT, &[])
+    text.sum(RUNQ_COUNT, &[])
         .with_context(|| format!("{RUNQ_COUNT} missing from /metrics"))
 }
 

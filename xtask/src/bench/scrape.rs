@@ -8,8 +8,8 @@
 //! over the batch divided by the scrapes.
 
 use super::{
-    Background, BenchArgs, READY_TIMEOUT, agent_bin, free_loopback_port, http_get, interleaved,
-    median, min_max, print_machine, process_cpu, process_rss, require_root, scrape, start_agent,
+    Background, BenchArgs, READY_TIMEOUT, agent_bin, interleaved, median, min_max, print_machine,
+    process_cpu, process_rss, require_root, scrape_text, start_agent,
 };
 use anyhow::{Context, Result, bail};
 use std::net::SocketAddr;
@@ -79,7 +79,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let targets = [agent, exporter];
     for t in &targets {
         for _ in 0..WARMUP_SCRAPES {
-            scrape(t.addr)?;
+            scrape_text(t.addr)?;
         }
     }
     // CPU each uses with nobody scraping (the agent's probes keep working).
@@ -163,14 +163,14 @@ fn start_node_exporter() -> Result<Target> {
             });
         }
     }
-    let addr: SocketAddr = ([127, 0, 0, 1], free_loopback_port()?).into();
+    let addr: SocketAddr = ([127, 0, 0, 1], harness::free_port()).into();
     let mut cmd = Command::new(NODE_EXPORTER);
     cmd.arg(format!("--web.listen-address={addr}"))
         .arg("--collector.disable-defaults")
         .args(NODE_EXPORTER_COLLECTORS);
     let mut p = Background::spawn(NODE_EXPORTER, cmd, libc::SIGTERM)?;
     p.wait_until(READY_TIMEOUT, || {
-        http_get(addr, "/metrics").is_ok_and(|r| r.status == 200)
+        harness::http_get(addr, "/metrics").is_ok_and(|r| r.status == 200)
     })?;
     Ok(Target { process: p, addr })
 }
@@ -184,7 +184,7 @@ fn batch(t: &mut Target) -> Result<Batch> {
     let batch_start = Instant::now();
     for _ in 0..SCRAPES {
         let start = Instant::now();
-        let body = scrape(t.addr)?;
+        let body = scrape_text(t.addr)?;
         latencies.push(start.elapsed().as_secs_f64() * 1e6);
         samples = body
             .lines()

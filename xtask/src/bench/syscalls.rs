@@ -8,14 +8,17 @@
 //! - floor: `agent bench-floor`, empty programs on the same two tracepoints,
 //!   i.e. the cost of attaching anything at all;
 //! - agent: `agent run`, the real probe tracing every process;
+//! - agent-stats: the same with `--bpf-stats on`: the kernel's BPF statistics
+//!   on, so the difference is what they cost, and they tell the programs' own
+//!   run time, so the rest of the added cost is the dispatch;
 //! - bpftrace: the peer, a one-liner computing the same latency histograms.
 //!
 //! See docs/benchmarks.md for how to read the results.
 
 use super::{
     BPFTRACE_ATTACH_WAIT, Background, BenchArgs, NOISY_SPREAD, READY_TIMEOUT, agent_bin,
-    allowed_cpus, interleaved, median, metric_sum, metric_sum_by, min_max, pin_current_thread,
-    print_machine, process_cpu, process_rss, require_root, scrape, start_agent,
+    allowed_cpus, interleaved, median, min_max, pin_current_thread, print_machine, process_cpu,
+    process_rss, require_root, scrape, start_agent,
 };
 use anyhow::{Context, Result, bail};
 use std::collections::BTreeMap;
@@ -29,6 +32,8 @@ enum Config {
     Baseline,
     Floor,
     Agent,
+    /// The agent with BPF run-time statistics on.
+    AgentStats,
     Bpftrace,
     /// `agent attach --pid` on another (sleeping) process: the loop is not the
     /// target, so this is what attach mode costs everyone else.
@@ -37,10 +42,11 @@ enum Config {
     Containers,
 }
 
-const CONFIGS: [Config; 6] = [
+const CONFIGS: [Config; 7] = [
     Config::Baseline,
     Config::Floor,
     Config::Agent,
+    Config::AgentStats,
     Config::Bpftrace,
     Config::AttachOther,
     Config::Containers,
@@ -52,6 +58,7 @@ impl Config {
             Config::Baseline => "baseline",
             Config::Floor => "floor",
             Config::Agent => "agent",
+            Config::AgentStats => "agent-stats",
             Config::Bpftrace => "bpftrace",
             Config::AttachOther => "attach-other",
             Config::Containers => "containers",
@@ -82,6 +89,8 @@ const DRAIN_WAIT: Duration = Duration::from_millis(300);
 const RECEIVED: &str = "ebpf_agent_events_received_total";
 const DROPPED: &str = "ebpf_agent_events_dropped_total";
 const PROBE: (&str, &str) = ("probe", "syscalls");
+const KERNEL_RUNS: &str = "ebpf_agent_probe_kernel_runs_total";
+const KERNEL_SECONDS: &str = "ebpf_agent_probe_kernel_seconds_total";
 
 /// One measurement of one configuration.
 struct Measurement {
@@ -99,6 +108,9 @@ struct AgentCost {
     events_dropped: BTreeMap<String, f64>,
     /// Events drained and aggregated per second of agent CPU time.
     drain_per_cpu_second: f64,
+    /// Time inside the probe's programs per traced syscall (entry + exit),
+    /// from BPF statistics: what the kernel reports, without dispatch.
+    kernel_ns_per_syscall: Option<f64>,
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -192,9 +204,10 @@ fn attach(config: Config, agent: &Path) -> Result<Option<Attached>> {
                 _target: None,
             }
         }
-        Config::Agent => {
+        Config::Agent | Config::AgentStats => {
             // --strict: fail rather than measure an agent whose probe did not attach.
-            let (p, addr) = start_agent(agent, &["run", "--strict"])?;
+            let stats = if config == Config::Agent { "off" } else { "on" };
+            let (p, addr) = start_agent(agent, &["run", "--strict", "--bpf-stats", stats])?;
             Attached {
                 process: p,
                 metrics: Some(addr),
@@ -304,18 +317,35 @@ struct Counters {
     received: f64,
     /// By the stage that lost them.
     dropped: BTreeMap<String, f64>,
+    /// Runs and seconds of the syscall probe's sys_enter and sys_exit
+    /// programs (BPF statistics); None when they are off.
+    kernel: Option<(f64, f64)>,
 }
 
 impl Counters {
     fn scrape(addr: SocketAddr) -> Result<Counters> {
         let text = scrape(addr)?;
         let missing = |name: &str| format!("{name}{{probe=\"syscalls\"}} missing from /metrics");
-        let received = metric_sum(&text, RECEIVED, &[PROBE]).with_context(|| missing(RECEIVED))?;
-        let dropped = metric_sum_by(&text, DROPPED, &[PROBE], "stage");
+        let received = text
+            .sum(RECEIVED, &[PROBE])
+            .with_context(|| missing(RECEIVED))?;
+        let dropped = text.sum_by(DROPPED, &[PROBE], "stage");
         if dropped.is_empty() {
             bail!(missing(DROPPED));
         }
-        Ok(Counters { received, dropped })
+        let programs = ["sys_enter", "sys_exit"].map(|p| [PROBE, ("program", p)]);
+        let sum = |name| {
+            programs
+                .iter()
+                .map(|l| text.sum(name, l))
+                .sum::<Option<f64>>()
+        };
+        let kernel = sum(KERNEL_RUNS).zip(sum(KERNEL_SECONDS));
+        Ok(Counters {
+            received,
+            dropped,
+            kernel,
+        })
     }
 
     /// Dropped events per stage since `before`.
@@ -360,6 +390,11 @@ impl AgentWatch {
             .as_secs_f64();
         let after = Counters::scrape(self.addr)?;
         let events_received = after.received - self.before.received;
+        // Per run, so other processes' syscalls do not skew it; two runs per syscall.
+        let kernel_ns_per_syscall = after
+            .kernel
+            .zip(self.before.kernel)
+            .map(|((runs, secs), (runs0, secs0))| 2.0 * (secs - secs0) * 1e9 / (runs - runs0));
         Ok(AgentCost {
             cpu_percent: 100.0 * cpu_during_loop.as_secs_f64() / wall.as_secs_f64(),
             rss_bytes,
@@ -371,6 +406,7 @@ impl AgentWatch {
             } else {
                 f64::NAN
             },
+            kernel_ns_per_syscall,
         })
     }
 }
@@ -441,6 +477,27 @@ fn print_report(args: &BenchArgs, cpu: usize, results: &[Vec<Measurement>]) {
         added(Config::Floor),
         TARGET_VS_FLOOR,
     );
+    println!(
+        "  {:<30} {:>+6.1} ns  (no target: measured, reported)",
+        "BPF statistics (stats - agent)",
+        added(Config::AgentStats) - agent
+    );
+    let costs = results[index_of(Config::AgentStats)].iter();
+    let run_ns: Vec<f64> = costs
+        .filter_map(|m| m.agent.as_ref()?.kernel_ns_per_syscall)
+        .collect();
+    if !run_ns.is_empty() {
+        let run_ns = median(&run_ns);
+        println!(
+            "  {:<30} {:>6.1} ns  (BPF statistics: sys_enter + sys_exit run time per syscall)",
+            "programs' own run time", run_ns
+        );
+        println!(
+            "  {:<30} {:>+6.1} ns  (agent added - run time: tracepoint dispatch, cache effects)",
+            "not in the run time",
+            agent - run_ns
+        );
+    }
     println!(
         "  {:<30} {:>+6.1} ns  (no target: measured, reported)",
         "container labels over agent",

@@ -17,8 +17,8 @@
 //! number of connects made.
 
 use super::{
-    BenchArgs, agent_bin, interleaved, median, metric_sum, min_max, print_machine, process_cpu,
-    process_rss, require_root, scrape, start_agent,
+    BenchArgs, agent_bin, interleaved, median, min_max, print_machine, process_cpu, process_rss,
+    require_root, scrape, start_agent,
 };
 use anyhow::{Context, Result, bail};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -265,7 +265,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 fn successes(addr: SocketAddr) -> Result<f64> {
     let text = scrape(addr)?;
-    metric_sum(&text, CONNECTS, &[SUCCESS])
+    text.sum(CONNECTS, &[SUCCESS])
         .with_context(|| format!("{CONNECTS}{{outcome=\"success\"}} missing from /metrics"))
 }
 

@@ -9,10 +9,9 @@ pub(crate) mod view;
 
 use super::{Loss, Prepare, Probe, Running, Start};
 use crate::bpf::{self, KernelCounters, LoadPlan};
-use crate::btf::KernelBtf;
 use agent_common::counters;
-use agent_common::sched::{CGROUP_HIST_ENTRIES, RunqHist, TaskOffsets};
-use anyhow::{Context, Result, bail};
+use agent_common::sched::{CGROUP_HIST_ENTRIES, RunqHist};
+use anyhow::{Context, Result};
 use aya::maps::PerCpuHashMap;
 use aya::maps::{MapData, PerCpuArray};
 use aya::programs::BtfTracePoint;
@@ -33,7 +32,7 @@ pub(crate) const PROBE: Probe = Probe {
 };
 
 fn prepare(p: &Prepare<'_>, plan: &mut LoadPlan) -> Result<()> {
-    plan.global("TASK_OFFSETS", &offsets(p.btf)?);
+    plan.global("TASK_OFFSETS", &crate::btf::task_offsets(p.btf)?);
     plan.map_size("RUNQ_START", bpf::pid_max());
     // Preallocated per CPU: only worth its memory with attribution on.
     if p.opts.attribution.is_some() {
@@ -59,42 +58,6 @@ fn start(ebpf: &mut Ebpf, s: &mut Start<'_>) -> Result<Box<dyn Running>> {
         cgroups,
         kernel: s.kernel.clone(),
     })))
-}
-
-/// `task_struct` offsets from kernel BTF. The kernel reads pid and tgid in one
-/// 8-byte read, so they must be adjacent (they have been for decades).
-pub(crate) fn offsets(btf: Result<&KernelBtf, &anyhow::Error>) -> Result<TaskOffsets> {
-    let btf = btf.map_err(|e| anyhow::anyhow!("{e:#}"))?;
-    let pid = btf.member_offset("task_struct", "pid")?;
-    let tgid = btf.member_offset("task_struct", "tgid")?;
-    if tgid != pid + 4 {
-        bail!("task_struct.tgid ({tgid}) does not follow pid ({pid}) on this kernel");
-    }
-    let chain = [
-        ("task_struct", "cgroups"),
-        ("css_set", "dfl_cgrp"),
-        ("cgroup", "kn"),
-        ("kernfs_node", "id"),
-    ]
-    .map(|(s, m)| btf.member_offset(s, m));
-    let [cgroups, dfl_cgrp, kn, kn_id] = match chain {
-        [Ok(a), Ok(b), Ok(c), Ok(d)] => [a, b, c, d],
-        _ => {
-            // Only per-container run-queue series need it; say so if asked.
-            tracing::debug!(
-                "no task -> cgroup id chain in kernel BTF: run-queue waits stay node-wide"
-            );
-            [0; 4]
-        }
-    };
-    Ok(TaskOffsets {
-        pid,
-        _pad: 0,
-        cgroups,
-        dfl_cgrp,
-        kn,
-        kn_id,
-    })
 }
 
 const HOOKS: [&str; 3] = ["sched_wakeup", "sched_wakeup_new", "sched_switch"];
@@ -186,12 +149,5 @@ mod tests {
         assert_eq!(b.len(), inf + 1);
         assert_eq!(b[0], (1e-6, 3));
         assert_eq!(b[inf], (f64::INFINITY, 1));
-    }
-
-    #[test]
-    fn this_kernel_has_adjacent_pid_and_tgid() {
-        let btf = KernelBtf::read().expect("BTF on this machine");
-        let off = offsets(Ok(&btf)).unwrap();
-        assert!(off.pid > 0);
     }
 }

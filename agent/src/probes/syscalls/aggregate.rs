@@ -9,8 +9,25 @@ use crate::k8s::Slot;
 use agent_common::syscalls::SyscallRecord;
 use std::collections::HashMap;
 
-/// Numbers below this get a slot in the dense table (x86_64 uses < 470).
+/// Numbers below this get a slot in the dense table when they name a
+/// syscall (x86_64 uses < 470); every other number is unknown, whatever
+/// its size, and counts against the budget: an unprivileged process can
+/// call syscall(2) with any number, and each would be a series.
 const DENSE: usize = 1024;
+
+/// `KNOWN[n]`: number n names a syscall.
+fn known() -> &'static [bool; DENSE] {
+    static KNOWN: std::sync::LazyLock<[bool; DENSE]> = std::sync::LazyLock::new(|| {
+        let mut known = [false; DENSE];
+        for &(id, _) in super::syscall_table::NAMES {
+            if let Some(k) = known.get_mut(id as usize) {
+                *k = true;
+            }
+        }
+        known
+    });
+    &KNOWN
+}
 
 #[derive(Debug, Clone)]
 pub struct SyscallStats {
@@ -55,6 +72,7 @@ pub enum SyscallKey {
 #[derive(Debug)]
 pub struct SyscallAggregate {
     precision: u8,
+    known: &'static [bool; DENSE],
     dense: Vec<Option<Box<SyscallStats>>>,
     sparse: HashMap<u32, SyscallStats>,
     sparse_budget: usize,
@@ -64,10 +82,11 @@ pub struct SyscallAggregate {
 }
 
 impl SyscallAggregate {
-    /// `sparse_budget`: distinct numbers >= 1024 kept as their own series.
+    /// `sparse_budget`: distinct unknown numbers kept as their own series.
     pub fn new(precision: u8, sparse_budget: usize) -> Self {
         SyscallAggregate {
             precision,
+            known: known(),
             dense: (0..DENSE).map(|_| None).collect(),
             sparse: HashMap::new(),
             sparse_budget,
@@ -84,8 +103,9 @@ impl SyscallAggregate {
     #[inline]
     pub fn record(&mut self, rec: &SyscallRecord) {
         let precision = self.precision;
-        let stats = if let Some(slot) = self.dense.get_mut(rec.id as usize) {
-            slot.get_or_insert_with(|| Box::new(SyscallStats::new(precision)))
+        let id = rec.id as usize;
+        let stats = if id < DENSE && self.known[id] {
+            self.dense[id].get_or_insert_with(|| Box::new(SyscallStats::new(precision)))
         } else if self.sparse.contains_key(&rec.id) || self.sparse.len() < self.sparse_budget {
             self.sparse
                 .entry(rec.id)
@@ -120,8 +140,8 @@ impl SyscallAggregate {
     #[cfg(test)]
     pub fn get(&self, id: u32) -> Option<&SyscallStats> {
         match self.dense.get(id as usize) {
-            Some(slot) => slot.as_deref(),
-            None => self.sparse.get(&id),
+            Some(slot) if self.known[id as usize] => slot.as_deref(),
+            _ => self.sparse.get(&id),
         }
     }
 
@@ -187,6 +207,30 @@ mod tests {
         let fchdir = a.get(81).unwrap();
         assert_eq!(fchdir.errors, vec![(9, 2), (2, 1)]);
         assert_eq!(a.series().len(), 2);
+    }
+
+    #[test]
+    fn unknown_numbers_below_1024_count_against_the_budget_too() {
+        let mut a = SyscallAggregate::new(2, 2);
+        // 110 is getppid; 600, 700 and 1000 name nothing on x86_64.
+        for id in [110, 600, 700, 1000, 1000, 110] {
+            a.record(&rec(id, 1, 0));
+        }
+        let keys: Vec<_> = a
+            .series()
+            .into_iter()
+            .map(|(k, s)| (k, s.latency.count()))
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                (SyscallKey::Id(110), 2),
+                (SyscallKey::Id(600), 1),
+                (SyscallKey::Id(700), 1),
+                (SyscallKey::Other, 2)
+            ]
+        );
+        assert_eq!(a.folded_events(), 2);
     }
 
     #[test]
@@ -261,11 +305,15 @@ mod tests {
     }
 
     #[test]
-    fn dense_table_boundary() {
+    fn known_numbers_need_no_budget_and_unknown_ones_do() {
         let mut a = SyscallAggregate::new(2, 0);
+        a.record(&rec(462, 1, 0)); // mseal
         a.record(&rec(1023, 1, 0));
         a.record(&rec(1024, 1, 0));
-        assert!(a.get(1023).is_some());
-        assert_eq!(a.series().last().unwrap().0, SyscallKey::Other);
+        assert!(a.get(462).is_some());
+        assert!(a.get(1023).is_none());
+        let keys: Vec<_> = a.series().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, [SyscallKey::Id(462), SyscallKey::Other]);
+        assert_eq!(a.folded_events(), 2);
     }
 }

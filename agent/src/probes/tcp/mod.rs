@@ -154,13 +154,6 @@ fn attach(ebpf: &mut Ebpf) -> Result<Attached> {
     })
 }
 
-fn decode(bytes: &[u8]) -> Option<ConnectEvent> {
-    (bytes.len() >= size_of::<ConnectEvent>()).then(|| {
-        // SAFETY: long enough, and ConnectEvent is plain integers.
-        unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<ConnectEvent>()) }
-    })
-}
-
 fn drain(
     ring: &mut RingBuf<MapData>,
     agg: &Mutex<TcpAggregate>,
@@ -168,7 +161,7 @@ fn drain(
     stats: &ProbeStats,
 ) {
     while let Some(item) = ring.next() {
-        match decode(&item) {
+        match super::ring_drain::decode::<ConnectEvent>(&item) {
             Some(ev) => {
                 let slot = attribution.map_or(Slot::HOST, |a| a.lock().slot(low32(ev.cgroup)));
                 lock(agg).record(&ev, slot);

@@ -1,0 +1,237 @@
+//! A real Prometheus server (Debian's `prometheus` package) for the mixin tests:
+//! started on a loopback port with its own storage directory, scraping the
+//! agent, evaluating rule files, queried over its HTTP API.
+
+use crate::{free_port, http_get};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The repository's root (rule files and dashboards live under deploy/).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// How a test's Prometheus scrapes and evaluates.
+pub struct Settings<'a> {
+    /// The agent to scrape, as job `ebpf-agent` (the rules' job selector).
+    pub target: SocketAddr,
+    /// Scrape and rule evaluation interval, e.g. "1s".
+    pub interval: &'a str,
+    /// Rule files to load.
+    pub rule_files: Vec<PathBuf>,
+}
+
+/// A running Prometheus, killed and its directory removed on drop.
+pub struct Prometheus {
+    child: Child,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+}
+
+impl Prometheus {
+    /// Writes prometheus.yml into a fresh directory, checks it with `promtool
+    /// check config`, starts the server and waits until /-/ready answers 200.
+    pub fn start(settings: &Settings) -> Prometheus {
+        crate::require_root();
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!(
+            "ebpf-agent-prometheus-{}-{port}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        let rules: String = settings
+            .rule_files
+            .iter()
+            .map(|p| format!("  - {}\n", p.display()))
+            .collect();
+        let config = format!(
+            "global:\n  scrape_interval: {i}\n  scrape_timeout: {i}\n  evaluation_interval: {i}\n\
+             rule_files:\n{rules}\
+             scrape_configs:\n  - job_name: ebpf-agent\n    static_configs:\n      - targets: ['{t}']\n",
+            i = settings.interval,
+            t = settings.target,
+        );
+        let config_path = dir.join("prometheus.yml");
+        std::fs::write(&config_path, config).unwrap();
+        promtool(&["check", "config", config_path.to_str().unwrap()]);
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start prometheus ({e}): `cargo xtask setup --test-tools` installs it"
+                )
+            });
+        let mut p = Prometheus { child, addr, dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = p.child.try_wait().unwrap() {
+                panic!("prometheus exited at start-up ({status}):\n{}", p.log());
+            }
+            if http_get(addr, "/-/ready").is_ok_and(|r| r.status == 200) {
+                return p;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "prometheus not ready in 30 s:\n{}",
+                p.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// What Prometheus logged so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
+    }
+
+    /// GET an API path and return `data`, or the API's `errorType: error` text.
+    pub fn api(&self, path: &str) -> Result<Value, String> {
+        let r = http_get(self.addr, path).map_err(|e| format!("GET {path}: {e}"))?;
+        let body: Value = serde_json::from_str(&r.body)
+            .map_err(|e| format!("GET {path}: {} not JSON ({e}): {}", r.status, r.body))?;
+        if body["status"] == "success" {
+            Ok(body["data"].clone())
+        } else {
+            Err(format!("{}: {}", body["errorType"], body["error"]))
+        }
+    }
+
+    /// An instant query: the result vector (or the error Prometheus gave).
+    pub fn query(&self, expr: &str) -> Result<Vec<Value>, String> {
+        let data = self.api(&format!("/api/v1/query?query={}", url_encode(expr)))?;
+        match &data["result"] {
+            Value::Array(v) => Ok(v.clone()),
+            // Scalars and strings answer [time, "value"].
+            other => Ok(vec![other.clone()]),
+        }
+    }
+
+    /// Waits until `expr` returns at least one series, panicking after `timeout`.
+    pub fn wait_for(&self, expr: &str, timeout: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.query(expr) {
+                Ok(v) if !v.is_empty() => return v,
+                Ok(_) => {}
+                Err(e) => panic!("query {expr} failed: {e}"),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{expr} returned nothing within {timeout:?}; targets: {:?}\nprometheus log:\n{}",
+                self.api("/api/v1/targets"),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Every alert Prometheus holds now (pending or firing), from /api/v1/alerts.
+    pub fn alerts(&self) -> Vec<Value> {
+        let data = self.api("/api/v1/alerts").expect("/api/v1/alerts");
+        data["alerts"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Every rule of every loaded group, from /api/v1/rules.
+    pub fn rules(&self) -> Vec<Value> {
+        let data = self.api("/api/v1/rules").expect("/api/v1/rules");
+        data["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+            .collect()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs promtool with `args` from the repository root; panics with its output
+/// unless it succeeds. Returns its stdout.
+pub fn promtool(args: &[&str]) -> String {
+    let out = Command::new("promtool")
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run promtool ({e}): `cargo xtask setup --test-tools` installs it")
+        });
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "promtool {} failed ({}):\n{stdout}{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Evaluates a jsonnet expression from the repository root (`jsonnet -S -e`),
+/// returning its string output; panics with jsonnet's complaint.
+pub fn jsonnet(expr: &str) -> String {
+    let out = Command::new("jsonnet")
+        .args(["-S", "-e", expr])
+        .current_dir(repo_root())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run jsonnet ({e}): `cargo xtask setup --test-tools` installs it")
+        });
+    assert!(
+        out.status.success(),
+        "jsonnet -S -e {expr:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Percent-encodes a query parameter value (RFC 3986 unreserved characters stay).
+pub fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// Reads a file under the repository root.
+pub fn read_repo_file(path: impl AsRef<Path>) -> String {
+    let full = repo_root().join(path.as_ref());
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_encode;
+
+    #[test]
+    fn encodes_promql() {
+        assert_eq!(
+            url_encode(r#"rate(x{a=~"b|c"}[1m]) > 0.5"#),
+            "rate%28x%7Ba%3D~%22b%7Cc%22%7D%5B1m%5D%29%20%3E%200.5"
+        );
+    }
+}
