@@ -91,11 +91,16 @@ fn validate_strictly(rendered: &str, what: &str) {
 /// docs/kubernetes.md says (uncommenting `components`), rendered.
 fn render_both() -> (String, String) {
     let base = repo().join("deploy/kubernetes");
-    let base_text = kustomize(&base);
+    (kustomize(&base), render_with("privileged"))
+}
+
+/// The base with one component's commented `components` lines switched on.
+fn render_with(component: &str) -> String {
+    let base = repo().join("deploy/kubernetes");
     // One copy per call: tests may run in parallel.
     static CALLS: AtomicUsize = AtomicUsize::new(0);
     let copy = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "kubernetes-privileged-{}-{}",
+        "kubernetes-{component}-{}-{}",
         std::process::id(),
         CALLS.fetch_add(1, Ordering::Relaxed)
     ));
@@ -104,17 +109,17 @@ fn render_both() -> (String, String) {
     let k = copy.join("kustomization.yaml");
     let text = std::fs::read_to_string(&k).unwrap();
     let on = text.replace(
-        "# components:\n#   - privileged\n",
-        "components:\n  - privileged\n",
+        &format!("# components:\n#   - {component}\n"),
+        &format!("components:\n  - {component}\n"),
     );
     assert_ne!(
         on, text,
-        "kustomization.yaml lost its commented `components` lines"
+        "kustomization.yaml lost its commented `components` lines for {component}"
     );
     std::fs::write(&k, on).unwrap();
-    let privileged = kustomize(&copy);
+    let rendered = kustomize(&copy);
     std::fs::remove_dir_all(&copy).unwrap();
-    (base_text, privileged)
+    rendered
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -128,6 +133,16 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), target).unwrap();
         }
     }
+}
+
+/// A container's args.
+fn args_of(c: &Value) -> Vec<&str> {
+    c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect()
 }
 
 fn find<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
@@ -227,12 +242,7 @@ fn daemonset_keeps_the_documented_promises() {
     );
 
     // The generated ConfigMap is mounted where --config points.
-    let args: Vec<&str> = c["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
+    let args = args_of(c);
     assert_eq!(args, ["run", "--config", "/etc/ebpf-agent/config.yaml"]);
     let cm = find(&docs, "ConfigMap");
     let cm_name = cm["metadata"]["name"].as_str().unwrap();
@@ -404,4 +414,68 @@ fn the_shipped_config_runs_and_labels_containers_after_the_drop() {
     let _ = std::fs::remove_dir(cgroup.parent().unwrap());
     let _ = std::fs::remove_dir(cgroup.parent().unwrap().parent().unwrap()); // kubepods, if empty
     std::fs::remove_dir_all(&logs).unwrap();
+}
+
+/// The secure component: web config and certificates from the Secret, probes
+/// on the plain health port, HTTPS for annotation discovery, and the
+/// destinations the unauthenticated base folds turned back on.
+#[test]
+fn secure_component_mounts_the_secret_and_moves_the_probes() {
+    let rendered = render_with("secure");
+    validate_strictly(&rendered, "deploy/kubernetes with components: [secure]");
+    let docs = parse_yaml(&rendered);
+    let ds = find(&docs, "DaemonSet");
+    let pod = &ds["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    let args = args_of(c);
+    assert_eq!(
+        args,
+        [
+            "run",
+            "--config",
+            "/etc/ebpf-agent/config.yaml",
+            "--web-config-file=/etc/ebpf-agent-web/web-config.yml",
+            "--health-listen=0.0.0.0:9478",
+            "--tcp-destination-budget=50"
+        ]
+    );
+    assert_eq!(c["livenessProbe"]["httpGet"]["port"], "health");
+    assert_eq!(c["readinessProbe"]["httpGet"]["port"], "health");
+    assert!(
+        c["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "health" && p["containerPort"] == 9478)
+    );
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "web")
+        .expect("the web volume");
+    assert_eq!(volume["secret"]["secretName"], "ebpf-agent-web");
+    let svc = find(&docs, "Service");
+    assert_eq!(
+        svc["metadata"]["annotations"]["prometheus.io/scheme"],
+        "https"
+    );
+    // The base, unauthenticated, does not publish destinations.
+    let config = std::fs::read_to_string(repo().join("deploy/kubernetes/config.yaml")).unwrap();
+    assert!(config.contains("\ntcp-destination-budget: 0\n"));
+    // The example web config is one exporter-toolkit (promtool) accepts, with
+    // the Secret's files beside it.
+    let dir = tests::web::Scratch::new("secure-component");
+    tests::web::make_pki(&dir.0);
+    for (from, to) in [("server.crt", "tls.crt"), ("server.key", "tls.key")] {
+        std::fs::copy(dir.path(from), dir.path(to)).unwrap();
+    }
+    let example =
+        std::fs::read_to_string(repo().join("deploy/kubernetes/secure/web-config.yml")).unwrap();
+    let file = dir.write("web-config.yml", &example);
+    tests::web::promtool_check_web_config(&file);
+    let (agent, health) =
+        tests::web::start_agent(&[], &["--web-config-file", file.to_str().unwrap()]);
+    assert_eq!(tests::http_get(health, "/readyz").unwrap().status, 200);
+    drop(agent);
 }

@@ -42,6 +42,33 @@ pub struct RunArgs {
     #[arg(long, default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
 
+    /// Prometheus exporter-toolkit web config file (as node_exporter's
+    /// --web.config.file): TLS, client certificates, basic auth, headers.
+    /// Re-read on SIGHUP and when it or its certificates change.
+    #[arg(
+        long = "web-config-file",
+        alias = "web.config.file",
+        value_name = "PATH"
+    )]
+    pub web_config_file: Option<std::path::PathBuf>,
+
+    /// Also serve /healthz and /readyz (and nothing else) over plain HTTP on
+    /// this address, for kubelet probes when the main endpoint needs a client
+    /// certificate or password.
+    #[arg(long, value_name = "ADDR")]
+    pub health_listen: Option<SocketAddr>,
+
+    /// Most connections to the metrics endpoint at once (fewer if the file
+    /// descriptor limit is low); when all are taken, the longest idle one is
+    /// closed for a new one.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub web_max_connections: u64,
+
+    /// Most scrapes in progress at once (as node_exporter's --web.max-requests);
+    /// more wait, up to 10 s. Simultaneous scrapes share one encode.
+    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub web_max_requests: u64,
+
     /// Trace only this process (filtered in the kernel; all its threads).
     #[arg(long, value_name = "PID")]
     pub pid: Option<u32>,

@@ -1,7 +1,7 @@
-//! Exposition formats. prometheus-client writes OpenMetrics 1.0, the default
-//! and what Prometheus asks for. Scrapers and tools that only speak the classic
-//! text format 0.0.4 (`promtool check metrics`, older Prometheus, plain
-//! `Accept: text/plain`) get it converted: the formats differ only in how
+//! Exposition formats. prometheus-client writes OpenMetrics 1.0, which
+//! Prometheus asks for; every other client (curl, `promtool check metrics`,
+//! `Accept: */*`) gets the classic text format 0.0.4, as from Prometheus' own
+//! clients (negotiation: http/negotiation.rs), converted here: the formats differ only in how
 //! counter and info families are named, and in OpenMetrics-only lines.
 
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -11,17 +11,6 @@ pub const TEXT_004: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub enum Format {
     OpenMetrics,
     Text004,
-}
-
-/// Picks the format from an Accept header: OpenMetrics when it is accepted or
-/// nothing is said, the classic text format when only that is asked for.
-pub fn negotiate(accept: Option<&str>) -> Format {
-    match accept {
-        Some(a) if !a.contains("application/openmetrics-text") && a.contains("text/plain") => {
-            Format::Text004
-        }
-        _ => Format::OpenMetrics,
-    }
 }
 
 impl Format {
@@ -72,19 +61,6 @@ pub fn to_text_004(openmetrics: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn negotiation() {
-        assert_eq!(negotiate(None), Format::OpenMetrics);
-        assert_eq!(negotiate(Some("*/*")), Format::OpenMetrics);
-        assert_eq!(negotiate(Some("text/plain")), Format::Text004);
-        assert_eq!(negotiate(Some("text/plain;version=0.0.4")), Format::Text004);
-        // What Prometheus sends: OpenMetrics preferred, text/plain as fallback.
-        let prometheus = "application/openmetrics-text;version=1.0.0;q=0.5,\
-                          application/openmetrics-text;version=0.0.1;q=0.4,\
-                          text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
-        assert_eq!(negotiate(Some(prometheus)), Format::OpenMetrics);
-    }
 
     #[test]
     fn converts_counters_info_and_drops_openmetrics_lines() {

@@ -5,7 +5,7 @@ use crate::bpf;
 use crate::cli::OnTargetExit;
 use crate::config::Loaded;
 use crate::self_metrics::{self, BpfStats};
-use crate::{collectors, export, k8s, probes, reload, shutdown, target, tracefs};
+use crate::{collectors, http, k8s, probes, reload, shutdown, target, tracefs};
 use anyhow::Result;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +36,21 @@ pub async fn run(config: Loaded) -> Result<()> {
         .resolve(&args.collectors.sysfs, &args.collectors.rootfs)?
         .map(|opts| Arc::new(k8s::Attribution::new(opts)));
     // Bind first: a busy port should fail before anything touches the kernel.
-    let listener = export::bind(args.listen).await?;
+    let listener = http::bind(args.listen, "--listen").await?;
+    let health = match args.health_listen {
+        Some(addr) => Some(http::bind(addr, "--health-listen").await?),
+        None => None,
+    };
+    // A bad web config or certificate fails here, before the kernel is touched.
+    let endpoint = http::Endpoint::new(
+        listener,
+        http::Options {
+            web_config: args.web_config_file.clone(),
+            health,
+            max_connections: args.web_max_connections as usize,
+            max_requests: args.web_max_requests as usize,
+        },
+    )?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let started = probes::start_all(
         &probes::StartOptions {
@@ -66,6 +80,7 @@ pub async fn run(config: Loaded) -> Result<()> {
         node_registry,
         reloads.registry(),
         crate::privileges::registry(),
+        endpoint.registry(),
     ];
     let probes::Started {
         ebpf,
@@ -82,11 +97,11 @@ pub async fn run(config: Loaded) -> Result<()> {
         probes: running.into_iter().map(|(_, r)| r).collect(),
     };
     tokio::spawn(reload::run(hangup, config, live, reloads, stop_rx.clone()));
-    let addr = listener.local_addr()?;
-    let server = tokio::spawn(export::serve(listener, registries, stats.clone(), stop_rx));
+    let url = endpoint.url();
+    let server = tokio::spawn(endpoint.serve(registries, stats.clone(), stop_rx));
     match target_tgid {
-        0 => tracing::info!("tracing all processes; metrics on http://{addr}/metrics"),
-        pid => tracing::info!("tracing PID {pid}; metrics on http://{addr}/metrics"),
+        0 => tracing::info!("tracing all processes; metrics on {url}/metrics"),
+        pid => tracing::info!("tracing PID {pid}; metrics on {url}/metrics"),
     }
 
     let stop = signals.first();

@@ -148,7 +148,8 @@ impl Agent {
 
     /// GET /metrics, checked for status and content type, parsed.
     pub fn scrape(&self) -> Exposition {
-        let r = http_get(self.addr, "/metrics")
+        // OpenMetrics must be asked for: the default is the classic text format.
+        let r = http_get_accept(self.addr, "/metrics", "application/openmetrics-text")
             .unwrap_or_else(|e| panic!("scrape failed: {e}; agent stderr:\n{}", self.stderr()));
         assert_eq!(r.status, 200, "{}", r.body);
         assert_eq!(

@@ -12,6 +12,7 @@ pub mod pod;
 pub mod process;
 pub mod prometheus;
 pub mod tools;
+pub mod web;
 
 pub use agent::{Agent, agent_bin, require_root, wait_ready};
 pub use exposition::{Exposition, Sample};

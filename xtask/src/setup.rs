@@ -29,6 +29,8 @@ const TEST_PACKAGES: &[&str] = &[
     "hyperfine",
     "tmux",         // drives the live terminal view
     "python3-venv", // the deploy tools' virtualenv (deploy_tools.rs)
+    "curl",         // HTTPS client of the web tests (web_tls.rs)
+    "openssl",      // their throw-away CA, TLS 1.1 and 1.3 clients (s_client)
 ];
 
 pub fn setup(test_tools: bool) -> Result<()> {

@@ -12,7 +12,7 @@ pub mod view;
 
 use crate::cli::AttachArgs;
 use crate::probes::{Loss, PROBES};
-use crate::{bpf, export, probes, shutdown, target};
+use crate::{bpf, http, probes, shutdown, target};
 use anyhow::{Result, bail};
 use snapshot::{ExitInfo, ProbeState, Snapshot, Snapshotter, Sources};
 use std::io::{IsTerminal, Write};
@@ -48,7 +48,7 @@ pub async fn run(args: AttachArgs) -> Result<()> {
     }
     bpf::check_privileges(true)?;
     let listener = match args.listen {
-        Some(addr) => Some(export::bind(addr).await?),
+        Some(addr) => Some(http::bind(addr, "--listen").await?),
         None => None,
     };
     let held = match args.command.is_empty() {
@@ -86,18 +86,20 @@ pub async fn run(args: AttachArgs) -> Result<()> {
     }
     let comm = comm(&args.procfs, pid);
 
-    let server = listener.map(|listener| {
-        let registry = crate::self_metrics::registry(&started, None, None);
-        if let Ok(addr) = listener.local_addr() {
-            tracing::info!("metrics for PID {pid} on http://{addr}/metrics");
+    let server = match listener {
+        Some(listener) => {
+            let registry = crate::self_metrics::registry(&started, None, None);
+            // Plain HTTP on the address given: attach mode is an interactive tool.
+            let endpoint = http::Endpoint::new(listener, http::Options::default())?;
+            tracing::info!("metrics for PID {pid} on {}/metrics", endpoint.url());
+            Some(tokio::spawn(endpoint.serve(
+                vec![registry],
+                started.stats.clone(),
+                stop_rx.clone(),
+            )))
         }
-        tokio::spawn(export::serve(
-            listener,
-            vec![registry],
-            started.stats.clone(),
-            stop_rx.clone(),
-        ))
-    });
+        None => None,
+    };
     let probes::Started {
         ebpf,
         kernel,
