@@ -8,17 +8,28 @@
 //! per-collector `ebpf_agent_scrape_collector_*` families must come once,
 //! after every source has run.
 
+mod conntrack;
 mod cpu;
 mod diskstats;
+mod entropy;
 mod family;
+mod filefd;
 mod filesystem;
 pub(crate) mod live;
 mod loadavg;
 mod meminfo;
 mod monotonic;
 mod netdev;
+mod netstat;
+mod os;
 mod pressure;
 pub(crate) mod process;
+mod schedstat;
+mod sockstat;
+mod softnet;
+mod time;
+mod timex;
+mod uname;
 mod vmstat;
 
 use anyhow::{Context, Result, bail};
@@ -43,6 +54,8 @@ pub const FILESYSTEM_MOUNT_EXCLUDE: &str =
 pub const FILESYSTEM_TYPE_EXCLUDE: &str = r"^(autofs|binfmt_misc|bpf|cgroup2?|configfs|debugfs|devpts|devtmpfs|fusectl|hugetlbfs|iso9660|mqueue|nsfs|overlay|proc|procfs|pstore|rpc_pipefs|securityfs|selinuxfs|squashfs|sysfs|tracefs)$";
 /// node_exporter's default /proc/vmstat fields.
 pub const VMSTAT_FIELDS: &str = r"^(oom_kill|pgpg|pswp|pg.*fault).*";
+/// node_exporter 1.5's default netstat fields (`Protocol_Field`).
+pub const NETSTAT_FIELDS: &str = r"^(.*_(InErrors|InErrs)|Ip_Forwarding|Ip(6|Ext)_(InOctets|OutOctets)|Icmp6?_(InMsgs|OutMsgs)|TcpExt_(Listen.*|Syncookies.*|TCPSynRetrans|TCPTimeouts)|Tcp_(ActiveOpens|InSegs|OutSegs|OutRsts|PassiveOpens|RetransSegs|CurrEstab)|Udp6?_(InDatagrams|OutDatagrams|NoPorts|RcvbufErrors|SndbufErrors))$";
 
 /// One /proc collector, registered once, in its own file (as node_exporter's
 /// `registerCollector`).
@@ -57,7 +70,7 @@ pub(crate) struct Registration {
 }
 
 /// Every collector, in the order they are scraped.
-pub(crate) const COLLECTORS: [&Registration; 9] = [
+pub(crate) const COLLECTORS: [&Registration; 20] = [
     &cpu::COLLECTOR,
     &loadavg::COLLECTOR,
     &meminfo::COLLECTOR,
@@ -66,6 +79,17 @@ pub(crate) const COLLECTORS: [&Registration; 9] = [
     &pressure::COLLECTOR,
     &filesystem::COLLECTOR,
     &vmstat::COLLECTOR,
+    &netstat::COLLECTOR,
+    &sockstat::COLLECTOR,
+    &filefd::COLLECTOR,
+    &uname::COLLECTOR,
+    &os::COLLECTOR,
+    &time::COLLECTOR,
+    &timex::COLLECTOR,
+    &softnet::COLLECTOR,
+    &conntrack::COLLECTOR,
+    &entropy::COLLECTOR,
+    &schedstat::COLLECTOR,
     &process::COLLECTOR,
 ];
 
@@ -204,6 +228,11 @@ pub struct CollectorOptions {
     /// /proc/vmstat fields to export (regex), as node_exporter's default.
     #[arg(long, value_name = "REGEX", default_value = VMSTAT_FIELDS, value_parser = parse_regex)]
     pub vmstat_fields: Regex,
+
+    /// /proc/net/{netstat,snmp,snmp6} fields to export (regex on
+    /// `Protocol_Field`), as node_exporter's default.
+    #[arg(long, alias = "collector.netstat.fields", value_name = "REGEX", default_value = NETSTAT_FIELDS, value_parser = parse_regex)]
+    pub netstat_fields: Regex,
 }
 
 impl CollectorArgs {
@@ -381,7 +410,7 @@ mod tests {
         let a = parse(&["--collectors", "meminfo,cpu", "--no-collector", "cpu"]).unwrap();
         assert_eq!(a.enabled(), [CollectorName::named("meminfo")]);
         let a = parse(&["--no-collector", "process", "--no-collector", "filesystem"]).unwrap();
-        assert_eq!(a.enabled().len(), 7);
+        assert_eq!(a.enabled().len(), COLLECTORS.len() - 2);
         assert!(
             parse(&["--collectors", "none"])
                 .unwrap()
@@ -439,6 +468,11 @@ mod tests {
         assert!(a.options.vmstat_fields.is_match("pgmajfault"));
         assert!(!a.options.vmstat_fields.is_match("nr_free_pages"));
         assert!(a.options.netdev_exclude.is_none() && !a.options.netdev_virtual);
+        assert!(a.options.netstat_fields.is_match("TcpExt_ListenDrops"));
+        assert!(!a.options.netstat_fields.is_match("Tcp_MaxConn"));
+        // node_exporter's spelling of the flag is accepted too.
+        let a = parse(&["--collector.netstat.fields", "^Tcp_.*"]).unwrap();
+        assert_eq!(a.options.netstat_fields.as_str(), "^Tcp_.*");
     }
 
     #[test]
