@@ -82,6 +82,12 @@ pub const LIVE: &[LiveKey] = &[
         },
     },
     LiveKey {
+        key: "netstat-fields",
+        take: |to, from| {
+            to.collectors.options.netstat_fields = from.collectors.options.netstat_fields.clone()
+        },
+    },
+    LiveKey {
         key: "unknown-syscall-budget",
         take: |to, from| to.unknown_syscall_budget = from.unknown_syscall_budget,
     },
