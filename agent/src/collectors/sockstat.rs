@@ -31,7 +31,7 @@ pub fn parse(text: &str) -> Result<Vec<Entry>> {
             continue;
         };
         let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
-        if fields.len() % 2 != 0 {
+        if !fields.len().is_multiple_of(2) {
             anyhow::bail!("{proto}: a field without a value (truncated line?)");
         }
         for pair in fields.chunks(2) {
