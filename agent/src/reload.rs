@@ -88,6 +88,13 @@ pub const LIVE: &[LiveKey] = &[
         },
     },
     LiveKey {
+        key: "textfile-directory",
+        take: |to, from| {
+            to.collectors.options.textfile_directory =
+                from.collectors.options.textfile_directory.clone()
+        },
+    },
+    LiveKey {
         key: "unknown-syscall-budget",
         take: |to, from| to.unknown_syscall_budget = from.unknown_syscall_budget,
     },

@@ -27,6 +27,8 @@ pub(crate) mod process;
 mod schedstat;
 mod sockstat;
 mod softnet;
+mod text_format;
+mod textfile;
 mod time;
 mod timex;
 mod uname;
@@ -38,6 +40,7 @@ use monotonic::CounterGuard;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use regex::Regex;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -70,7 +73,7 @@ pub(crate) struct Registration {
 }
 
 /// Every collector, in the order they are scraped.
-pub(crate) const COLLECTORS: [&Registration; 20] = [
+pub(crate) const COLLECTORS: [&Registration; 21] = [
     &cpu::COLLECTOR,
     &loadavg::COLLECTOR,
     &meminfo::COLLECTOR,
@@ -91,6 +94,8 @@ pub(crate) const COLLECTORS: [&Registration; 20] = [
     &entropy::COLLECTOR,
     &schedstat::COLLECTOR,
     &process::COLLECTOR,
+    // Last: it must not repeat a family the others export.
+    &textfile::COLLECTOR,
 ];
 
 /// For collectors built from the filesystem roots alone.
@@ -233,6 +238,11 @@ pub struct CollectorOptions {
     /// `Protocol_Field`), as node_exporter's default.
     #[arg(long, alias = "collector.netstat.fields", value_name = "REGEX", default_value = NETSTAT_FIELDS, value_parser = parse_regex)]
     pub netstat_fields: Regex,
+
+    /// Directory whose *.prom files (Prometheus text format) are exported
+    /// at every scrape, as node_exporter's textfile collector. No default.
+    #[arg(long, alias = "collector.textfile.directory", value_name = "DIR")]
+    pub textfile_directory: Option<PathBuf>,
 }
 
 impl CollectorArgs {
@@ -250,6 +260,12 @@ pub trait Source: Send + Sync + std::fmt::Debug {
     /// still exported (the process collector keeps the agent's own series
     /// when the traced process is gone); the error marks the scrape failed.
     fn collect(&self, out: &mut Vec<Family>) -> Result<()>;
+
+    /// `collect`, knowing the families the collectors before this one wrote
+    /// in this scrape: the textfile collector must not repeat one of them.
+    fn collect_after(&self, _earlier: &HashSet<String>, out: &mut Vec<Family>) -> Result<()> {
+        self.collect(out)
+    }
 }
 
 fn check_procfs(procfs: &Path) -> Result<()> {
@@ -286,9 +302,9 @@ impl Entry {
 
     /// Runs the source; returns its families (counters made monotonic) and
     /// whether it succeeded.
-    fn scrape(&self) -> (Vec<Family>, bool) {
+    fn scrape(&self, earlier: &HashSet<String>) -> (Vec<Family>, bool) {
         let mut families = Vec::new();
-        let result = self.source.collect(&mut families);
+        let result = self.source.collect_after(earlier, &mut families);
         self.guard
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -330,9 +346,11 @@ impl Collector for NodeCollectors {
             "ebpf_agent_scrape_collector_success",
             "Whether a node collector read its sources (1) or failed (0) during this scrape",
         );
+        let mut earlier = HashSet::new();
         for entry in &self.sources {
             let start = Instant::now();
-            let (families, ok) = entry.scrape();
+            let (families, ok) = entry.scrape(&earlier);
+            earlier.extend(families.iter().map(|f| f.name.to_string()));
             let labels = [("collector", entry.name.as_str())];
             duration.push(&labels, start.elapsed().as_secs_f64());
             success.push(&labels, if ok { 1.0 } else { 0.0 });

@@ -2,7 +2,7 @@
 //! collector: /etc/os-release, else /usr/lib/os-release, below --rootfs
 //! (in a container: the host's). Neither file is not an error: no series.
 
-use super::family::{Family, Labels};
+use super::family::Family;
 use super::{Registration, Source, read};
 use anyhow::{Result, bail};
 use std::path::{Path, PathBuf};
@@ -107,19 +107,21 @@ pub fn families(release: &[(String, String)]) -> Vec<Family> {
         "node_os_info",
         "A metric with a constant '1' value labeled by build_id, id, id_like, image_id, image_version, name, pretty_name, variant, variant_id, version, version_codename, version_id.",
     );
-    info.push_labels(INFO.iter().map(|&(l, k)| (l, get(k))).collect(), 1.0);
+    let values = INFO.map(|(_, k)| get(k));
+    let labels: Vec<(&'static str, &str)> = INFO
+        .iter()
+        .zip(&values)
+        .map(|(&(l, _), v)| (l, v.as_str()))
+        .collect();
+    info.push(&labels, 1.0);
     let mut out = vec![info];
     if let Some(v) = version(&get("VERSION_ID")) {
         let mut f = Family::gauge(
             "node_os_version",
             "Metric containing the major.minor part of the OS version.",
         );
-        let labels: Labels = vec![
-            ("id", get("ID")),
-            ("id_like", get("ID_LIKE")),
-            ("name", get("NAME")),
-        ];
-        f.push_labels(labels, v);
+        let (id, id_like, name) = (get("ID"), get("ID_LIKE"), get("NAME"));
+        f.push(&[("id", &id), ("id_like", &id_like), ("name", &name)], v);
         out.push(f);
     }
     out

@@ -233,7 +233,7 @@ pub fn families(processes: &[(Labels, Snapshot)]) -> Vec<Family> {
             ("nonvoluntary", s.ctx_switches.1),
         ] {
             let mut l = labels.clone();
-            l.push(("ctxswitch", kind.to_string()));
+            l.push(("ctxswitch".into(), kind.to_string()));
             ctx.push_labels(l, n);
         }
     }
@@ -266,7 +266,7 @@ impl Process {
         let traced = target_pid.map(|pid| Target {
             dir: procfs.join(pid.to_string()),
             procfs: procfs.to_path_buf(),
-            labels: vec![("pid", pid.to_string())],
+            labels: vec![("pid".into(), pid.to_string())],
         });
         Process {
             own: Target {

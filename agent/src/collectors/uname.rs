@@ -31,14 +31,17 @@ pub fn labels() -> Result<Labels> {
     if unsafe { libc::uname(&mut u) } != 0 {
         return Err(std::io::Error::last_os_error().into());
     }
-    Ok(vec![
-        ("domainname", text(&u.domainname)),
-        ("machine", text(&u.machine)),
-        ("nodename", text(&u.nodename)),
-        ("release", text(&u.release)),
-        ("sysname", text(&u.sysname)),
-        ("version", text(&u.version)),
-    ])
+    Ok([
+        ("domainname", &u.domainname[..]),
+        ("machine", &u.machine),
+        ("nodename", &u.nodename),
+        ("release", &u.release),
+        ("sysname", &u.sysname),
+        ("version", &u.version),
+    ]
+    .into_iter()
+    .map(|(name, field)| (name.into(), text(field)))
+    .collect())
 }
 
 #[derive(Debug)]
@@ -68,7 +71,7 @@ mod tests {
         let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
         assert_eq!(get("release"), release.trim());
         assert!(!get("machine").is_empty());
-        let names: Vec<_> = l.iter().map(|(n, _)| *n).collect();
+        let names: Vec<_> = l.iter().map(|(n, _)| n.clone()).collect();
         let mut sorted = names.clone();
         sorted.sort();
         assert_eq!(names, sorted);
