@@ -370,7 +370,9 @@ fn node_metrics_match_node_exporter() {
 /// collector the agent has.
 #[test]
 fn node_exporter_defaults_the_agent_lacks() {
-    let agent = Agent::start(&[]);
+    // Debian's node_exporter reads this directory by default; the agent has
+    // no default directory (as upstream node_exporter).
+    let agent = Agent::start(&["--textfile-directory", "/var/lib/prometheus/node-exporter"]);
     let ne = NodeExporter::start_with(&[]);
     let ours = families(&node_series(&agent.scrape()));
     let theirs = families(&node_series(&ne.scrape()));
@@ -403,6 +405,105 @@ fn node_exporter_defaults_the_agent_lacks() {
         theirs.len() > ours.len() / 2,
         "node_exporter's defaults exported too little"
     );
+}
+
+/// A fresh directory of .prom files for one test.
+fn textfile_dir(name: &str, files: &[(&str, &str)]) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("textfile-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (file, text) in files {
+        std::fs::write(dir.join(file), text).unwrap();
+    }
+    dir
+}
+
+const GOOD_PROM: &str = "# HELP backup_last_success_timestamp_seconds When the last backup ended.
+# TYPE backup_last_success_timestamp_seconds gauge
+backup_last_success_timestamp_seconds{job=\"db\",target=\"/srv/a \\\"q\\\"\"} 1.7e+09
+backup_last_success_timestamp_seconds{job=\"files\"} 1.6e+09
+# TYPE backup_runs_total counter
+backup_runs_total 42
+apt_upgrades_pending{origin=\"Debian\"} 3
+";
+
+#[test]
+fn textfile_directory_matches_node_exporter_and_survives_bad_files() {
+    let dir = textfile_dir("e2e", &[("good.prom", GOOD_PROM)]);
+    let d = dir.to_str().unwrap();
+    let agent = Agent::start(&["--collector.textfile.directory", d]);
+    let ne = NodeExporter::start_with(&[
+        "--collector.disable-defaults".into(),
+        "--collector.textfile".into(),
+        format!("--collector.textfile.directory={d}"),
+    ]);
+    let file_series = |e: &Exposition| -> BTreeMap<Key, f64> {
+        e.samples
+            .iter()
+            .filter(|s| {
+                s.name.starts_with("backup_")
+                    || s.name.starts_with("apt_")
+                    || s.name.starts_with("node_textfile_")
+            })
+            .map(|s| ((s.name.clone(), s.labels.clone()), s.value))
+            .collect()
+    };
+    let ours = file_series(&agent.scrape());
+    let theirs = file_series(&ne.scrape());
+    assert_eq!(
+        ours, theirs,
+        "the agent's textfile series differ from node_exporter's"
+    );
+    assert_eq!(ours.len(), 6, "{ours:?}");
+    let good = dir.join("good.prom");
+    let good = good.to_str().unwrap();
+
+    // A syntax error, a duplicate of an agent metric, a timestamp: each file
+    // is left out and reported; the good one and the agent's own stay.
+    std::fs::write(dir.join("bad.prom"), "half_written_metric{job=\"x\" 1\n").unwrap();
+    std::fs::write(dir.join("dup.prom"), "node_load1 99\n").unwrap();
+    std::fs::write(dir.join("stamped.prom"), "with_time 1 1700000000000\n").unwrap();
+    let e = agent.scrape();
+    assert_eq!(e.value("node_textfile_scrape_error", &[]), 1.0);
+    assert_eq!(e.value("backup_runs_total", &[]), 42.0);
+    assert!(
+        e.get("node_textfile_mtime_seconds", &[("file", good)])
+            .is_some()
+    );
+    let dup = dir.join("dup.prom");
+    assert!(
+        e.get(
+            "node_textfile_mtime_seconds",
+            &[("file", dup.to_str().unwrap())]
+        )
+        .is_none()
+    );
+    assert_ne!(
+        e.value("node_load1", &[]),
+        99.0,
+        "the agent's node_load1 is kept"
+    );
+    assert_eq!(e.matching("node_load1", &[]).count(), 1);
+    assert!(e.get("with_time", &[]).is_none() && e.get("half_written_metric", &[]).is_none());
+    assert_eq!(
+        e.value(
+            "ebpf_agent_scrape_collector_success",
+            &[("collector", "textfile")]
+        ),
+        1.0
+    );
+    let text = http_get_accept(agent.addr, "/metrics", "text/plain; version=0.0.4").unwrap();
+    tests::promtool_check(&text.body);
+
+    // Files removed (as by a cleanup between two scrapes): their series go, no error.
+    for f in ["good.prom", "bad.prom", "dup.prom", "stamped.prom"] {
+        std::fs::remove_file(dir.join(f)).unwrap();
+    }
+    let e = agent.scrape();
+    assert_eq!(e.value("node_textfile_scrape_error", &[]), 0.0);
+    assert!(e.get("backup_runs_total", &[]).is_none());
+    assert_eq!(e.matching("node_textfile_mtime_seconds", &[]).count(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Families named in camelCase (node_memory_MemTotal_bytes, ...), which

@@ -70,6 +70,7 @@ impl Textfile {
                 Err(e) => scan.errors.push((shown, format!("{e:#}"))),
             }
         }
+        merged.iter_mut().for_each(fill_labels);
         scan.families = merged;
         Ok(scan)
     }
@@ -97,7 +98,8 @@ fn file(path: &Path) -> Result<Option<(f64, Vec<Parsed>)>> {
         .modified()
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0.0, |d| d.as_secs_f64());
+        // Whole seconds, as node_exporter.
+        .map_or(0.0, |d| d.as_secs() as f64);
     Ok(Some((mtime, text_format::parse(&text)?)))
 }
 
@@ -143,6 +145,29 @@ fn merge(
         }
     }
     Ok(())
+}
+
+/// Gives every sample of a family the same label names, empty where a file
+/// left one out, as node_exporter does (an empty label is no label to
+/// PromQL, so this only makes the exposition regular).
+fn fill_labels(f: &mut Family) {
+    let mut names: Vec<std::borrow::Cow<'static, str>> = Vec::new();
+    for s in &f.samples {
+        for (k, _) in &s.labels {
+            if !names.contains(k) {
+                names.push(k.clone());
+            }
+        }
+    }
+    names.sort();
+    for s in &mut f.samples {
+        for name in &names {
+            if !s.labels.iter().any(|(k, _)| k == name) {
+                s.labels.push((name.clone(), String::new()));
+            }
+        }
+        s.labels.sort_by(|a, b| a.0.cmp(&b.0));
+    }
 }
 
 fn same_labels(a: &super::family::Labels, b: &[(String, String)]) -> bool {
@@ -235,6 +260,13 @@ mod tests {
         let jobs = find(&out, "jobs_total").unwrap();
         assert_eq!(jobs.help, "Jobs.");
         assert_eq!(jobs.get(&[("job", "b")]), Some(4.0));
+        let d2 = dir(
+            "textfile-fill",
+            &[("x.prom", "m{b=\"1\"} 1\nm{a=\"2\"} 2\n")],
+        );
+        let m = Textfile::scan(&d2, &HashSet::new()).unwrap().families;
+        assert_eq!(m[0].get(&[("a", ""), ("b", "1")]), Some(1.0));
+        assert_eq!(m[0].get(&[("a", "2"), ("b", "")]), Some(2.0));
         let last = find(&out, "last_run_seconds").unwrap();
         assert_eq!(
             last.help,
