@@ -18,12 +18,13 @@ pub(super) const COLLECTOR: Registration = Registration {
     options: |o| o.netstat_fields.as_str().to_string(),
 };
 
-/// One statistic: protocol (`TcpExt`, `Ip6`), field (`ListenDrops`), value.
-/// Values are signed in places (Tcp MaxConn is -1), so they are kept as f64.
-pub type Stat = (String, String, f64);
+/// One statistic: protocol (`TcpExt`, `Ip6`), field (`ListenDrops`), value
+/// as written. Borrowed, and the value parsed only if the field is
+/// exported: most of the ~350 fields are not, and this runs every scrape.
+pub type Stat<'a> = (&'a str, &'a str, &'a str);
 
 /// netstat and snmp: pairs of lines, `Proto: Name1 Name2` then `Proto: 1 2`.
-pub fn parse_pairs(text: &str, out: &mut Vec<Stat>) -> Result<()> {
+pub fn parse_pairs<'a>(text: &'a str, out: &mut Vec<Stat<'a>>) -> Result<()> {
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     while let Some(names) = lines.next() {
         let Some(values) = lines.next() else {
@@ -43,19 +44,13 @@ pub fn parse_pairs(text: &str, out: &mut Vec<Stat>) -> Result<()> {
                 values.len()
             );
         }
-        for (name, value) in names.into_iter().zip(values) {
-            out.push((
-                proto.to_string(),
-                name.to_string(),
-                value_of(proto, name, value)?,
-            ));
-        }
+        out.extend(names.into_iter().zip(values).map(|(n, v)| (proto, n, v)));
     }
     Ok(())
 }
 
 /// snmp6: one `Ip6InReceives  275` per line; the protocol ends at its "6".
-pub fn parse_snmp6(text: &str, out: &mut Vec<Stat>) -> Result<()> {
+pub fn parse_snmp6<'a>(text: &'a str, out: &mut Vec<Stat<'a>>) -> Result<()> {
     for line in text.lines() {
         let mut fields = line.split_ascii_whitespace();
         let (Some(key), Some(value)) = (fields.next(), fields.next()) else {
@@ -63,11 +58,7 @@ pub fn parse_snmp6(text: &str, out: &mut Vec<Stat>) -> Result<()> {
         };
         let Some(six) = key.find('6') else { continue };
         let (proto, name) = key.split_at(six + 1);
-        out.push((
-            proto.to_string(),
-            name.to_string(),
-            value_of(proto, name, value)?,
-        ));
+        out.push((proto, name, value));
     }
     Ok(())
 }
@@ -80,21 +71,26 @@ fn value_of(proto: &str, name: &str, value: &str) -> Result<f64> {
         .with_context(|| format!("{proto} {name}: `{value}` is not a number"))
 }
 
-pub fn families(stats: &[Stat], fields: &Regex) -> Vec<Family> {
-    stats
-        .iter()
-        .filter_map(|(proto, name, value)| {
-            let key = format!("{proto}_{name}");
-            fields.is_match(&key).then(|| {
+pub fn families(stats: &[Stat], fields: &Regex) -> Result<Vec<Family>> {
+    let mut out = Vec::new();
+    let mut key = String::new();
+    for &(proto, name, value) in stats {
+        key.clear();
+        key.push_str(proto);
+        key.push('_');
+        key.push_str(name);
+        if fields.is_match(&key) {
+            out.push(
                 Family::new(
                     format!("node_netstat_{key}"),
                     format!("Statistic {proto}{name}."),
                     Kind::Untyped,
                 )
-                .with(&[], *value)
-            })
-        })
-        .collect()
+                .with(&[], value_of(proto, name, value)?),
+            );
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Debug)]
@@ -114,15 +110,19 @@ impl Netstat {
 
 impl Source for Netstat {
     fn collect(&self, out: &mut Vec<Family>) -> Result<()> {
-        let mut stats = Vec::new();
-        parse_pairs(&read(&self.net.join("netstat"))?, &mut stats)?;
-        parse_pairs(&read(&self.net.join("snmp"))?, &mut stats)?;
+        let netstat = read(&self.net.join("netstat"))?;
+        let snmp = read(&self.net.join("snmp"))?;
         // No snmp6 when IPv6 is off (ipv6.disable=1): only v4 then.
         let snmp6 = self.net.join("snmp6");
-        if snmp6.exists() {
-            parse_snmp6(&read(&snmp6)?, &mut stats)?;
-        }
-        out.extend(families(&stats, &self.fields));
+        let snmp6 = match snmp6.exists() {
+            true => read(&snmp6)?,
+            false => String::new(),
+        };
+        let mut stats = Vec::with_capacity(512);
+        parse_pairs(&netstat, &mut stats)?;
+        parse_pairs(&snmp, &mut stats)?;
+        parse_snmp6(&snmp6, &mut stats)?;
+        out.extend(families(&stats, &self.fields)?);
         Ok(())
     }
 }
@@ -137,7 +137,7 @@ mod tests {
     const NETSTAT: &str = "TcpExt: SyncookiesSent ListenOverflows ListenDrops TCPTimeouts TW\nTcpExt: 0 5 6 48 87362\nIpExt: InNoRoutes InOctets OutOctets\nIpExt: 0 3615941331 18446744073709551615\n";
     const SNMP6: &str = "Ip6InReceives                   \t275\nIp6InOctets 20776\nIcmp6InMsgs 6\nUdpLite6InErrors 0\nIcmp6InType134 2\n";
 
-    fn all() -> Vec<Stat> {
+    fn all() -> Vec<Stat<'static>> {
         let mut s = Vec::new();
         parse_pairs(NETSTAT, &mut s).unwrap();
         parse_pairs(SNMP, &mut s).unwrap();
@@ -148,7 +148,7 @@ mod tests {
     #[test]
     fn the_default_fields_are_node_exporters() {
         let re = Regex::new(NETSTAT_FIELDS).unwrap();
-        let f = families(&all(), &re);
+        let f = families(&all(), &re).unwrap();
         let names: Vec<_> = f.iter().map(|f| f.name.as_ref()).collect();
         assert_eq!(
             names,
@@ -175,7 +175,7 @@ mod tests {
         let out = find(&f, "node_netstat_IpExt_OutOctets").unwrap();
         assert_eq!(out.samples[0].value, u64::MAX as f64);
         // Not in the default set: Ip InHdrErrors, Tcp MaxConn.
-        let all = families(&all(), &Regex::new(".*").unwrap());
+        let all = families(&all(), &Regex::new(".*").unwrap()).unwrap();
         let maxconn = find(&all, "node_netstat_Tcp_MaxConn").unwrap();
         assert_eq!(maxconn.samples[0].value, -1.0);
     }
@@ -187,8 +187,14 @@ mod tests {
         assert!(e.to_string().contains("3 names but 2 values"), "{e}");
         assert!(parse_pairs("Tcp: A B\n", &mut s).is_err());
         assert!(parse_pairs("Tcp: A\nUdp: 1\n", &mut s).is_err());
-        assert!(parse_pairs("Tcp: A\nTcp: x\n", &mut s).is_err());
-        assert!(parse_snmp6("Ip6InReceives x\n", &mut s).is_err());
+        // A bad value is an error when its field is exported.
+        let mut bad = Vec::new();
+        parse_pairs("Tcp: ActiveOpens\nTcp: x\n", &mut bad).unwrap();
+        parse_snmp6("Ip6InOctets y\n", &mut bad).unwrap();
+        let re = Regex::new(NETSTAT_FIELDS).unwrap();
+        let e = families(&bad[..1], &re).unwrap_err().to_string();
+        assert!(e.contains("Tcp ActiveOpens: `x` is not a number"), "{e}");
+        assert!(families(&bad[1..], &re).is_err());
         // Empty files and lines without a value are nothing, not errors.
         s.clear();
         parse_pairs("", &mut s).unwrap();
