@@ -17,7 +17,7 @@ const FILESYSTEM_MOUNT_EXCLUDE: &str =
     r"^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)";
 
 /// node_exporter's collectors that cover the agent's (cpu.rs is cpu + stat).
-const NODE_EXPORTER_COLLECTORS: [&str; 20] = [
+const NODE_EXPORTER_COLLECTORS: [&str; 21] = [
     "cpu",
     "stat",
     "loadavg",
@@ -38,11 +38,12 @@ const NODE_EXPORTER_COLLECTORS: [&str; 20] = [
     "conntrack",
     "entropy",
     "schedstat",
+    "interrupts",
 ];
 
 /// Families whose every node_exporter series the agent must export too (no
 /// device or mount filter differs).
-const EXACT_SETS: [&str; 12] = [
+const EXACT_SETS: [&str; 13] = [
     "node_netstat_",
     "node_sockstat_",
     "node_filefd_",
@@ -55,6 +56,7 @@ const EXACT_SETS: [&str; 12] = [
     "node_entropy_",
     "node_schedstat_",
     "node_load",
+    "node_interrupts_",
 ];
 
 /// A running prometheus-node-exporter, killed on drop.
@@ -266,7 +268,8 @@ fn show(key: &Key) -> String {
 
 #[test]
 fn node_metrics_match_node_exporter() {
-    let agent = Agent::start(&[]);
+    // interrupts is off by default (as node_exporter's): asked for on both.
+    let agent = Agent::start(&["--collectors", "default,interrupts"]);
     let ne = NodeExporter::start();
     // Warm both up (node_exporter's first scrape primes its caches).
     agent.scrape();
@@ -356,6 +359,7 @@ fn node_metrics_match_node_exporter() {
         "node_timex_offset_seconds",
         "node_softnet_processed_total",
         "node_entropy_available_bits",
+        "node_interrupts_total",
     ] {
         let both = reference
             .keys()

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 /// `--collectors conntrack`.
 pub(super) const COLLECTOR: Registration = Registration {
     name: "conntrack",
+    default: true,
     build: |a, _| Box::new(Conntrack::new(&a.procfs)),
     options: super::no_options,
 };

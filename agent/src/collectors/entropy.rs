@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 /// `--collectors entropy`.
 pub(super) const COLLECTOR: Registration = Registration {
     name: "entropy",
+    default: true,
     build: |a, _| Box::new(Entropy::new(&a.procfs)),
     options: super::no_options,
 };

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 /// `--collectors filefd`.
 pub(super) const COLLECTOR: Registration = Registration {
     name: "filefd",
+    default: true,
     build: |a, _| Box::new(Filefd::new(&a.procfs)),
     options: super::no_options,
 };

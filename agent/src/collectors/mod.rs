@@ -15,6 +15,7 @@ mod entropy;
 mod family;
 mod filefd;
 mod filesystem;
+mod interrupts;
 pub(crate) mod live;
 mod loadavg;
 mod meminfo;
@@ -65,6 +66,9 @@ pub const NETSTAT_FIELDS: &str = r"^(.*_(InErrors|InErrs)|Ip_Forwarding|Ip(6|Ext
 pub(crate) struct Registration {
     /// As named on the command line and in the `collector` label.
     pub name: &'static str,
+    /// On unless asked for (`--collectors default`), as node_exporter's
+    /// default-enabled collectors.
+    pub default: bool,
     /// Builds the source from the flags (`process` also takes the traced PID).
     pub build: fn(&CollectorArgs, Option<u32>) -> Box<dyn Source>,
     /// The collector's own options as text: a reload rebuilds it when they
@@ -73,7 +77,7 @@ pub(crate) struct Registration {
 }
 
 /// Every collector, in the order they are scraped.
-pub(crate) const COLLECTORS: [&Registration; 21] = [
+pub(crate) const COLLECTORS: [&Registration; 22] = [
     &cpu::COLLECTOR,
     &loadavg::COLLECTOR,
     &meminfo::COLLECTOR,
@@ -93,6 +97,7 @@ pub(crate) const COLLECTORS: [&Registration; 21] = [
     &conntrack::COLLECTOR,
     &entropy::COLLECTOR,
     &schedstat::COLLECTOR,
+    &interrupts::COLLECTOR,
     &process::COLLECTOR,
     // Last: it must not repeat a family the others export.
     &textfile::COLLECTOR,
@@ -138,13 +143,23 @@ fn valid_names() -> String {
     COLLECTORS.map(|c| c.name).join(", ")
 }
 
+fn off_by_default() -> String {
+    let off: Vec<_> = COLLECTORS
+        .iter()
+        .filter(|c| !c.default)
+        .map(|c| c.name)
+        .collect();
+    off.join(", ")
+}
+
 fn parse_collector_name(s: &str) -> Result<CollectorName, String> {
     CollectorName::all()
         .find(|c| c.as_str() == s.trim())
         .ok_or_else(|| format!("unknown collector `{s}`; valid names: {}", valid_names()))
 }
 
-/// A `--collectors` value: a comma-separated list, `all` or `none`.
+/// A `--collectors` value: a comma-separated list of names and `default`
+/// (the collectors on by default), or `all`, or `none`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CollectorList(pub Vec<CollectorName>);
 
@@ -153,14 +168,19 @@ fn parse_collector_list(s: &str) -> Result<CollectorList, String> {
         "all" => Ok(CollectorList(CollectorName::all().collect())),
         "none" => Ok(CollectorList(Vec::new())),
         "" => Err(format!(
-            "empty list; give names ({}), `all` or `none`",
+            "empty list; give names ({}), `default`, `all` or `none`",
             valid_names()
         )),
-        list => list
-            .split(',')
-            .map(parse_collector_name)
-            .collect::<Result<_, _>>()
-            .map(CollectorList),
+        list => {
+            let mut out = Vec::new();
+            for item in list.split(',') {
+                match item.trim() {
+                    "default" => out.extend(CollectorName::all().filter(|c| c.0.default)),
+                    name => out.push(parse_collector_name(name)?),
+                }
+            }
+            Ok(CollectorList(out))
+        }
     }
 }
 
@@ -185,8 +205,8 @@ pub struct CollectorArgs {
     pub rootfs: PathBuf,
 
     /// Node collectors to run, comma separated, or `all`, or `none`.
-    #[arg(long, value_name = "LIST", default_value = "all", value_parser = parse_collector_list,
-          help = format!("Node collectors to run, comma separated: {}; or `all`, or `none`", valid_names()))]
+    #[arg(long, value_name = "LIST", default_value = "default", value_parser = parse_collector_list,
+          help = format!("Node collectors to run, comma separated: {}; `default` for those on by default (all but {}), `all`, or `none`", valid_names(), off_by_default()))]
     pub collectors: CollectorList,
 
     /// Turns one node collector off (repeatable); applied after --collectors.
@@ -420,15 +440,18 @@ mod tests {
     }
 
     #[test]
-    fn all_collectors_by_default_and_flags_turn_them_off() {
-        assert_eq!(
-            parse(&[]).unwrap().enabled(),
-            CollectorName::all().collect::<Vec<_>>()
-        );
+    fn default_collectors_by_default_and_flags_turn_them_off() {
+        let defaults = parse(&[]).unwrap().enabled();
+        assert_eq!(defaults.len(), COLLECTORS.len() - 1);
+        assert!(!defaults.contains(&CollectorName::named("interrupts")));
+        let more = parse(&["--collectors", "default,interrupts"]).unwrap();
+        assert_eq!(more.enabled().len(), COLLECTORS.len());
+        let all = parse(&["--collectors", "all"]).unwrap();
+        assert_eq!(all.enabled(), CollectorName::all().collect::<Vec<_>>());
         let a = parse(&["--collectors", "meminfo,cpu", "--no-collector", "cpu"]).unwrap();
         assert_eq!(a.enabled(), [CollectorName::named("meminfo")]);
         let a = parse(&["--no-collector", "process", "--no-collector", "filesystem"]).unwrap();
-        assert_eq!(a.enabled().len(), COLLECTORS.len() - 2);
+        assert_eq!(a.enabled().len(), COLLECTORS.len() - 3);
         assert!(
             parse(&["--collectors", "none"])
                 .unwrap()
@@ -556,7 +579,7 @@ mod tests {
 
     #[test]
     fn the_real_proc_renders_with_every_collector() {
-        let a = parse(&[]).unwrap();
+        let a = parse(&["--collectors", "all"]).unwrap();
         let (r, _) = live::registry(&a, Some(std::process::id())).unwrap();
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &r).unwrap();

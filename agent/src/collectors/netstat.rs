@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 /// `--collectors netstat`.
 pub(super) const COLLECTOR: Registration = Registration {
     name: "netstat",
+    default: true,
     build: |a, _| Box::new(Netstat::new(&a.procfs, a.options.netstat_fields.clone())),
     options: |o| o.netstat_fields.as_str().to_string(),
 };

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 /// `--collectors os`.
 pub(super) const COLLECTOR: Registration = Registration {
     name: "os",
+    default: true,
     build: |a, _| Box::new(Os::new(&a.rootfs)),
     options: super::no_options,
 };

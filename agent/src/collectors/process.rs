@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 /// `--collectors process`.
 pub(super) const COLLECTOR: Registration = Registration {
     name: "process",
+    default: true,
     build: |a, target_pid| Box::new(Process::new(&a.procfs, target_pid)),
     options: super::no_options,
 };

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 /// `--collectors schedstat`.
 pub(super) const COLLECTOR: Registration = Registration {
     name: "schedstat",
+    default: true,
     build: |a, _| Box::new(Schedstat::new(&a.procfs)),
     options: super::no_options,
 };

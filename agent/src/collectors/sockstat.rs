@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 /// `--collectors sockstat`.
 pub(super) const COLLECTOR: Registration = Registration {
     name: "sockstat",
+    default: true,
     build: |a, _| Box::new(Sockstat::new(&a.procfs)),
     options: super::no_options,
 };

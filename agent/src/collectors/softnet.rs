@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 /// `--collectors softnet`.
 pub(super) const COLLECTOR: Registration = Registration {
     name: "softnet",
+    default: true,
     build: |a, _| Box::new(Softnet::new(&a.procfs)),
     options: super::no_options,
 };

@@ -18,6 +18,7 @@ use std::time::UNIX_EPOCH;
 /// `--collectors textfile`.
 pub(super) const COLLECTOR: Registration = Registration {
     name: "textfile",
+    default: true,
     build: |a, _| Box::new(Textfile::new(a.options.textfile_directory.clone())),
     options: |o| format!("{:?}", o.textfile_directory),
 };

@@ -12,6 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// `--collectors time`.
 pub(super) const COLLECTOR: Registration = Registration {
     name: "time",
+    default: true,
     build: |a, _| Box::new(Time::new(&a.sysfs)),
     options: super::no_options,
 };

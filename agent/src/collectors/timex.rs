@@ -9,6 +9,7 @@ use anyhow::Result;
 /// `--collectors timex`.
 pub(super) const COLLECTOR: Registration = Registration {
     name: "timex",
+    default: true,
     build: |_, _| Box::new(Timex),
     options: super::no_options,
 };

@@ -11,6 +11,7 @@ use std::ffi::CStr;
 /// `--collectors uname`.
 pub(super) const COLLECTOR: Registration = Registration {
     name: "uname",
+    default: true,
     build: |_, _| Box::new(Uname),
     options: super::no_options,
 };
