@@ -17,7 +17,7 @@ const FILESYSTEM_MOUNT_EXCLUDE: &str =
     r"^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)";
 
 /// node_exporter's collectors that cover the agent's (cpu.rs is cpu + stat).
-const NODE_EXPORTER_COLLECTORS: [&str; 21] = [
+const NODE_EXPORTER_COLLECTORS: [&str; 23] = [
     "cpu",
     "stat",
     "loadavg",
@@ -39,11 +39,13 @@ const NODE_EXPORTER_COLLECTORS: [&str; 21] = [
     "entropy",
     "schedstat",
     "interrupts",
+    "thermal_zone",
+    "cpufreq",
 ];
 
 /// Families whose every node_exporter series the agent must export too (no
 /// device or mount filter differs).
-const EXACT_SETS: [&str; 13] = [
+const EXACT_SETS: [&str; 17] = [
     "node_netstat_",
     "node_sockstat_",
     "node_filefd_",
@@ -57,6 +59,10 @@ const EXACT_SETS: [&str; 13] = [
     "node_schedstat_",
     "node_load",
     "node_interrupts_",
+    "node_thermal_zone_",
+    "node_cooling_device_",
+    "node_cpu_frequency_",
+    "node_cpu_scaling_frequency_",
 ];
 
 /// A running prometheus-node-exporter, killed on drop.

@@ -10,6 +10,7 @@
 
 mod conntrack;
 mod cpu;
+mod cpufreq;
 mod diskstats;
 mod entropy;
 mod family;
@@ -30,6 +31,7 @@ mod sockstat;
 mod softnet;
 mod text_format;
 mod textfile;
+mod thermal_zone;
 mod time;
 mod timex;
 mod uname;
@@ -77,7 +79,7 @@ pub(crate) struct Registration {
 }
 
 /// Every collector, in the order they are scraped.
-pub(crate) const COLLECTORS: [&Registration; 22] = [
+pub(crate) const COLLECTORS: [&Registration; 24] = [
     &cpu::COLLECTOR,
     &loadavg::COLLECTOR,
     &meminfo::COLLECTOR,
@@ -97,6 +99,8 @@ pub(crate) const COLLECTORS: [&Registration; 22] = [
     &conntrack::COLLECTOR,
     &entropy::COLLECTOR,
     &schedstat::COLLECTOR,
+    &thermal_zone::COLLECTOR,
+    &cpufreq::COLLECTOR,
     &interrupts::COLLECTOR,
     &process::COLLECTOR,
     // Last: it must not repeat a family the others export.

@@ -35,7 +35,7 @@ impl Config {
 
 const NODE_EXPORTER: &str = "prometheus-node-exporter";
 /// The collectors the agent's node mode also exports.
-const NODE_EXPORTER_COLLECTORS: [&str; 21] = [
+const NODE_EXPORTER_COLLECTORS: [&str; 23] = [
     "--collector.cpu",
     "--collector.stat",
     "--collector.loadavg",
@@ -56,6 +56,8 @@ const NODE_EXPORTER_COLLECTORS: [&str; 21] = [
     "--collector.conntrack",
     "--collector.entropy",
     "--collector.schedstat",
+    "--collector.thermal_zone",
+    "--collector.cpufreq",
     "--collector.textfile",
 ];
 
