@@ -17,7 +17,7 @@ const FILESYSTEM_MOUNT_EXCLUDE: &str =
     r"^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)";
 
 /// node_exporter's collectors that cover the agent's (cpu.rs is cpu + stat).
-const NODE_EXPORTER_COLLECTORS: [&str; 23] = [
+const NODE_EXPORTER_COLLECTORS: [&str; 24] = [
     "cpu",
     "stat",
     "loadavg",
@@ -41,11 +41,12 @@ const NODE_EXPORTER_COLLECTORS: [&str; 23] = [
     "interrupts",
     "thermal_zone",
     "cpufreq",
+    "powersupplyclass",
 ];
 
 /// Families whose every node_exporter series the agent must export too (no
 /// device or mount filter differs).
-const EXACT_SETS: [&str; 17] = [
+const EXACT_SETS: [&str; 18] = [
     "node_netstat_",
     "node_sockstat_",
     "node_filefd_",
@@ -63,6 +64,7 @@ const EXACT_SETS: [&str; 17] = [
     "node_cooling_device_",
     "node_cpu_frequency_",
     "node_cpu_scaling_frequency_",
+    "node_power_supply_",
 ];
 
 /// A running prometheus-node-exporter, killed on drop.

@@ -95,6 +95,13 @@ pub const LIVE: &[LiveKey] = &[
         },
     },
     LiveKey {
+        key: "powersupply-ignored-supplies",
+        take: |to, from| {
+            to.collectors.options.powersupply_ignored_supplies =
+                from.collectors.options.powersupply_ignored_supplies.clone()
+        },
+    },
+    LiveKey {
         key: "unknown-syscall-budget",
         take: |to, from| to.unknown_syscall_budget = from.unknown_syscall_budget,
     },

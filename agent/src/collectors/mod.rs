@@ -24,6 +24,7 @@ mod monotonic;
 mod netdev;
 mod netstat;
 mod os;
+mod powersupplyclass;
 mod pressure;
 pub(crate) mod process;
 mod schedstat;
@@ -79,7 +80,7 @@ pub(crate) struct Registration {
 }
 
 /// Every collector, in the order they are scraped.
-pub(crate) const COLLECTORS: [&Registration; 24] = [
+pub(crate) const COLLECTORS: [&Registration; 25] = [
     &cpu::COLLECTOR,
     &loadavg::COLLECTOR,
     &meminfo::COLLECTOR,
@@ -101,6 +102,7 @@ pub(crate) const COLLECTORS: [&Registration; 24] = [
     &schedstat::COLLECTOR,
     &thermal_zone::COLLECTOR,
     &cpufreq::COLLECTOR,
+    &powersupplyclass::COLLECTOR,
     &interrupts::COLLECTOR,
     &process::COLLECTOR,
     // Last: it must not repeat a family the others export.
@@ -267,6 +269,11 @@ pub struct CollectorOptions {
     /// at every scrape, as node_exporter's textfile collector. No default.
     #[arg(long, alias = "collector.textfile.directory", value_name = "DIR")]
     pub textfile_directory: Option<PathBuf>,
+
+    /// Power supplies to leave out (regex on the name), as node_exporter's
+    /// --collector.powersupply.ignored-supplies.
+    #[arg(long, alias = "collector.powersupply.ignored-supplies", value_name = "REGEX", default_value = "^$", value_parser = parse_regex)]
+    pub powersupply_ignored_supplies: Regex,
 }
 
 impl CollectorArgs {

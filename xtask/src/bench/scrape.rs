@@ -35,7 +35,7 @@ impl Config {
 
 const NODE_EXPORTER: &str = "prometheus-node-exporter";
 /// The collectors the agent's node mode also exports.
-const NODE_EXPORTER_COLLECTORS: [&str; 23] = [
+const NODE_EXPORTER_COLLECTORS: [&str; 24] = [
     "--collector.cpu",
     "--collector.stat",
     "--collector.loadavg",
@@ -58,6 +58,7 @@ const NODE_EXPORTER_COLLECTORS: [&str; 23] = [
     "--collector.schedstat",
     "--collector.thermal_zone",
     "--collector.cpufreq",
+    "--collector.powersupplyclass",
     "--collector.textfile",
 ];
 
