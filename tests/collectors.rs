@@ -17,7 +17,7 @@ const FILESYSTEM_MOUNT_EXCLUDE: &str =
     r"^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)";
 
 /// node_exporter's collectors that cover the agent's (cpu.rs is cpu + stat).
-const NODE_EXPORTER_COLLECTORS: [&str; 24] = [
+const NODE_EXPORTER_COLLECTORS: [&str; 25] = [
     "cpu",
     "stat",
     "loadavg",
@@ -39,6 +39,7 @@ const NODE_EXPORTER_COLLECTORS: [&str; 24] = [
     "entropy",
     "schedstat",
     "interrupts",
+    "hwmon",
     "thermal_zone",
     "cpufreq",
     "powersupplyclass",
@@ -46,7 +47,7 @@ const NODE_EXPORTER_COLLECTORS: [&str; 24] = [
 
 /// Families whose every node_exporter series the agent must export too (no
 /// device or mount filter differs).
-const EXACT_SETS: [&str; 18] = [
+const EXACT_SETS: [&str; 19] = [
     "node_netstat_",
     "node_sockstat_",
     "node_filefd_",
@@ -65,6 +66,7 @@ const EXACT_SETS: [&str; 18] = [
     "node_cpu_frequency_",
     "node_cpu_scaling_frequency_",
     "node_power_supply_",
+    "node_hwmon_",
 ];
 
 /// A running prometheus-node-exporter, killed on drop.

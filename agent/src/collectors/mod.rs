@@ -16,6 +16,7 @@ mod entropy;
 mod family;
 mod filefd;
 mod filesystem;
+mod hwmon;
 mod interrupts;
 pub(crate) mod live;
 mod loadavg;
@@ -80,7 +81,7 @@ pub(crate) struct Registration {
 }
 
 /// Every collector, in the order they are scraped.
-pub(crate) const COLLECTORS: [&Registration; 25] = [
+pub(crate) const COLLECTORS: [&Registration; 26] = [
     &cpu::COLLECTOR,
     &loadavg::COLLECTOR,
     &meminfo::COLLECTOR,
@@ -100,6 +101,7 @@ pub(crate) const COLLECTORS: [&Registration; 25] = [
     &conntrack::COLLECTOR,
     &entropy::COLLECTOR,
     &schedstat::COLLECTOR,
+    &hwmon::COLLECTOR,
     &thermal_zone::COLLECTOR,
     &cpufreq::COLLECTOR,
     &powersupplyclass::COLLECTOR,

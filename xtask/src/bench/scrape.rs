@@ -35,7 +35,7 @@ impl Config {
 
 const NODE_EXPORTER: &str = "prometheus-node-exporter";
 /// The collectors the agent's node mode also exports.
-const NODE_EXPORTER_COLLECTORS: [&str; 24] = [
+const NODE_EXPORTER_COLLECTORS: [&str; 25] = [
     "--collector.cpu",
     "--collector.stat",
     "--collector.loadavg",
@@ -56,6 +56,7 @@ const NODE_EXPORTER_COLLECTORS: [&str; 24] = [
     "--collector.conntrack",
     "--collector.entropy",
     "--collector.schedstat",
+    "--collector.hwmon",
     "--collector.thermal_zone",
     "--collector.cpufreq",
     "--collector.powersupplyclass",
