@@ -47,8 +47,8 @@ use prometheus_client::encoding::DescriptorEncoder;
 use regex::Regex;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// node_exporter's diskstats exclusion: partitions (their I/O is counted on
@@ -299,12 +299,6 @@ pub trait Source: Send + Sync + std::fmt::Debug {
     fn collect_after(&self, _earlier: &HashSet<String>, out: &mut Vec<Family>) -> Result<()> {
         self.collect(out)
     }
-
-    /// Whether `collect_after` needs the families of every other source
-    /// (then this source runs after them, not beside them).
-    fn after_others(&self) -> bool {
-        false
-    }
 }
 
 fn check_procfs(procfs: &Path) -> Result<()> {
@@ -375,67 +369,6 @@ struct NodeCollectors {
     sources: Vec<std::sync::Arc<Entry>>,
 }
 
-/// One source's result in this scrape.
-struct Scraped {
-    families: Vec<Family>,
-    ok: bool,
-    seconds: f64,
-}
-
-impl Scraped {
-    fn of(entry: &Entry, earlier: &HashSet<String>) -> Scraped {
-        let start = Instant::now();
-        let (families, ok) = entry.scrape(earlier);
-        Scraped {
-            families,
-            ok,
-            seconds: start.elapsed().as_secs_f64(),
-        }
-    }
-}
-
-/// Runs the sources on this thread and one more, each taking the next
-/// source not yet taken; results come back in the sources' order. Most of
-/// a scrape is the kernel generating /proc files, one after the other:
-/// two at a time halve the wait (node_exporter runs every collector in
-/// its own goroutine). The CPU spent is the same.
-fn scrape_parallel(entries: &[&Arc<Entry>]) -> Vec<Scraped> {
-    use std::sync::atomic::AtomicUsize;
-    let next = AtomicUsize::new(0);
-    let none = HashSet::new();
-    let work = || {
-        let mut done = Vec::new();
-        loop {
-            let i = next.fetch_add(1, Relaxed);
-            let Some(entry) = entries.get(i) else {
-                return done;
-            };
-            done.push((i, Scraped::of(entry, &none)));
-        }
-    };
-    let mut all = std::thread::scope(|scope| {
-        let helper = (entries.len() > 1)
-            .then(|| std::thread::Builder::new().spawn_scoped(scope, work).ok())
-            .flatten();
-        let mut all = work();
-        // A helper that panicked loses nothing: its sources are rerun below.
-        if let Some(Ok(done)) = helper.map(|h| h.join()) {
-            all.extend(done);
-        }
-        all
-    });
-    all.sort_by_key(|(i, _)| *i);
-    let mut out = Vec::with_capacity(entries.len());
-    let mut got = all.into_iter().peekable();
-    for (i, entry) in entries.iter().enumerate() {
-        match got.next_if(|(j, _)| *j == i) {
-            Some((_, r)) => out.push(r),
-            None => out.push(Scraped::of(entry, &none)),
-        }
-    }
-    out
-}
-
 impl Collector for NodeCollectors {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
         let mut duration = Family::gauge(
@@ -446,20 +379,15 @@ impl Collector for NodeCollectors {
             "ebpf_agent_scrape_collector_success",
             "Whether a node collector read its sources (1) or failed (0) during this scrape",
         );
-        // Sources that must see the others' families (textfile) run after them.
-        let (last, first): (Vec<_>, Vec<_>) =
-            self.sources.iter().partition(|e| e.source.after_others());
-        let mut results = scrape_parallel(&first);
         let mut earlier = HashSet::new();
-        for r in &results {
-            earlier.extend(r.families.iter().map(|f| f.name.to_string()));
-        }
-        results.extend(last.iter().map(|e| Scraped::of(e, &earlier)));
-        for (entry, r) in first.iter().chain(&last).zip(&results) {
+        for entry in &self.sources {
+            let start = Instant::now();
+            let (families, ok) = entry.scrape(&earlier);
+            earlier.extend(families.iter().map(|f| f.name.to_string()));
             let labels = [("collector", entry.name.as_str())];
-            duration.push(&labels, r.seconds);
-            success.push(&labels, if r.ok { 1.0 } else { 0.0 });
-            for f in &r.families {
+            duration.push(&labels, start.elapsed().as_secs_f64());
+            success.push(&labels, if ok { 1.0 } else { 0.0 });
+            for f in &families {
                 f.encode(&mut enc)?;
             }
         }
@@ -660,36 +588,6 @@ mod tests {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
         assert!(text.ends_with("# EOF\n"));
-    }
-
-    #[derive(Debug)]
-    struct Numbered(usize);
-
-    impl Source for Numbered {
-        fn collect(&self, out: &mut Vec<Family>) -> Result<()> {
-            std::thread::sleep(std::time::Duration::from_micros(100 * (self.0 % 3) as u64));
-            out.push(Family::gauge("n", "n").with(&[], self.0 as f64));
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn sources_run_two_at_a_time_and_come_back_in_order() {
-        let entries: Vec<Arc<Entry>> = (0..9)
-            .map(|i| {
-                Arc::new(Entry::new(
-                    CollectorName::named("cpu"),
-                    Box::new(Numbered(i)),
-                ))
-            })
-            .collect();
-        let refs: Vec<&Arc<Entry>> = entries.iter().collect();
-        let got: Vec<f64> = scrape_parallel(&refs)
-            .iter()
-            .map(|r| r.families[0].samples[0].value)
-            .collect();
-        assert_eq!(got, (0..9).map(|i| i as f64).collect::<Vec<_>>());
-        assert!(scrape_parallel(&[]).is_empty());
     }
 
     #[test]
