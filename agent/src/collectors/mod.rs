@@ -299,6 +299,12 @@ pub trait Source: Send + Sync + std::fmt::Debug {
     fn collect_after(&self, _earlier: &HashSet<String>, out: &mut Vec<Family>) -> Result<()> {
         self.collect(out)
     }
+
+    /// Whether `collect_after` needs the families of the sources before it
+    /// (registered last, it sees all of them).
+    fn after_others(&self) -> bool {
+        false
+    }
 }
 
 fn check_procfs(procfs: &Path) -> Result<()> {
@@ -379,11 +385,16 @@ impl Collector for NodeCollectors {
             "ebpf_agent_scrape_collector_success",
             "Whether a node collector read its sources (1) or failed (0) during this scrape",
         );
+        // The names written so far, for the textfile collector (only built
+        // when one needs them: it is a few hundred strings per scrape).
+        let need = self.sources.iter().any(|e| e.source.after_others());
         let mut earlier = HashSet::new();
         for entry in &self.sources {
             let start = Instant::now();
             let (families, ok) = entry.scrape(&earlier);
-            earlier.extend(families.iter().map(|f| f.name.to_string()));
+            if need {
+                earlier.extend(families.iter().map(|f| f.name.to_string()));
+            }
             let labels = [("collector", entry.name.as_str())];
             duration.push(&labels, start.elapsed().as_secs_f64());
             success.push(&labels, if ok { 1.0 } else { 0.0 });

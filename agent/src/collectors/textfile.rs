@@ -182,6 +182,10 @@ impl Source for Textfile {
         self.collect_after(&HashSet::new(), out)
     }
 
+    fn after_others(&self) -> bool {
+        self.dir.is_some()
+    }
+
     fn collect_after(&self, earlier: &HashSet<String>, out: &mut Vec<Family>) -> Result<()> {
         let Some(dir) = &self.dir else {
             return Ok(());
