@@ -9,7 +9,9 @@ use super::family::{Family, Kind};
 use super::{Registration, Source, read};
 use anyhow::{Context, Result, bail};
 use regex::Regex;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// `--collectors netstat`.
 pub(super) const COLLECTOR: Registration = Registration {
@@ -72,7 +74,13 @@ fn value_of(proto: &str, name: &str, value: &str) -> Result<f64> {
         .with_context(|| format!("{proto} {name}: `{value}` is not a number"))
 }
 
+#[cfg(test)]
 pub fn families(stats: &[Stat], fields: &Regex) -> Result<Vec<Family>> {
+    families_with(stats, &mut |key| fields.is_match(key))
+}
+
+/// `families`, asking `wanted` about each `Protocol_Field`.
+fn families_with(stats: &[Stat], wanted: &mut dyn FnMut(&str) -> bool) -> Result<Vec<Family>> {
     let mut out = Vec::new();
     let mut key = String::new();
     for &(proto, name, value) in stats {
@@ -80,7 +88,7 @@ pub fn families(stats: &[Stat], fields: &Regex) -> Result<Vec<Family>> {
         key.push_str(proto);
         key.push('_');
         key.push_str(name);
-        if fields.is_match(&key) {
+        if wanted(&key) {
             out.push(
                 Family::new(
                     format!("node_netstat_{key}"),
@@ -94,10 +102,16 @@ pub fn families(stats: &[Stat], fields: &Regex) -> Result<Vec<Family>> {
     Ok(out)
 }
 
+/// Most kernels have ~350 fields and the same ones every scrape: the
+/// regex's answer for each is remembered (a hash lookup costs less than the
+/// match). Bounded, in case a kernel invents names.
+const REMEMBERED: usize = 4096;
+
 #[derive(Debug)]
 pub struct Netstat {
     net: PathBuf,
     fields: Regex,
+    decisions: Mutex<HashMap<String, bool>>,
 }
 
 impl Netstat {
@@ -105,6 +119,7 @@ impl Netstat {
         Netstat {
             net: procfs.join("net"),
             fields,
+            decisions: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -123,7 +138,19 @@ impl Source for Netstat {
         parse_pairs(&netstat, &mut stats)?;
         parse_pairs(&snmp, &mut stats)?;
         parse_snmp6(&snmp6, &mut stats)?;
-        out.extend(families(&stats, &self.fields)?);
+        let mut decisions = self.decisions.lock().unwrap_or_else(|p| p.into_inner());
+        if decisions.len() > REMEMBERED {
+            decisions.clear();
+        }
+        let mut wanted = |key: &str| match decisions.get(key) {
+            Some(&yes) => yes,
+            None => {
+                let yes = self.fields.is_match(key);
+                decisions.insert(key.to_string(), yes);
+                yes
+            }
+        };
+        out.extend(families_with(&stats, &mut wanted)?);
         Ok(())
     }
 }
@@ -179,6 +206,24 @@ mod tests {
         let all = families(&all(), &Regex::new(".*").unwrap()).unwrap();
         let maxconn = find(&all, "node_netstat_Tcp_MaxConn").unwrap();
         assert_eq!(maxconn.samples[0].value, -1.0);
+    }
+
+    #[test]
+    fn remembered_decisions_give_the_same_families() {
+        let procfs = crate::collectors::tests::temp_dir("netstat");
+        std::fs::create_dir_all(procfs.join("net")).unwrap();
+        std::fs::write(procfs.join("net/netstat"), NETSTAT).unwrap();
+        std::fs::write(procfs.join("net/snmp"), SNMP).unwrap();
+        let n = Netstat::new(&procfs, Regex::new(NETSTAT_FIELDS).unwrap());
+        let (mut first, mut second) = (Vec::new(), Vec::new());
+        n.collect(&mut first).unwrap();
+        n.collect(&mut second).unwrap();
+        assert_eq!(first, second);
+        assert_eq!(first.len(), 10, "no snmp6 (IPv6 off): v4 only");
+        assert_eq!(
+            first,
+            families(&all()[..17], &Regex::new(NETSTAT_FIELDS).unwrap()).unwrap()
+        );
     }
 
     #[test]
