@@ -264,17 +264,21 @@ pub struct CollectorOptions {
 
     /// /proc/net/{netstat,snmp,snmp6} fields to export (regex on
     /// `Protocol_Field`), as node_exporter's default.
-    #[arg(long, alias = "collector.netstat.fields", value_name = "REGEX", default_value = NETSTAT_FIELDS, value_parser = parse_regex)]
+    #[arg(long, visible_alias = "collector.netstat.fields", value_name = "REGEX", default_value = NETSTAT_FIELDS, value_parser = parse_regex)]
     pub netstat_fields: Regex,
 
     /// Directory whose *.prom files (Prometheus text format) are exported
     /// at every scrape, as node_exporter's textfile collector. No default.
-    #[arg(long, alias = "collector.textfile.directory", value_name = "DIR")]
+    #[arg(
+        long,
+        visible_alias = "collector.textfile.directory",
+        value_name = "DIR"
+    )]
     pub textfile_directory: Option<PathBuf>,
 
     /// Power supplies to leave out (regex on the name), as node_exporter's
     /// --collector.powersupply.ignored-supplies.
-    #[arg(long, alias = "collector.powersupply.ignored-supplies", value_name = "REGEX", default_value = "^$", value_parser = parse_regex)]
+    #[arg(long, visible_alias = "collector.powersupply.ignored-supplies", value_name = "REGEX", default_value = "^$", value_parser = parse_regex)]
     pub powersupply_ignored_supplies: Regex,
 }
 
