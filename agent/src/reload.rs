@@ -82,6 +82,26 @@ pub const LIVE: &[LiveKey] = &[
         },
     },
     LiveKey {
+        key: "netstat-fields",
+        take: |to, from| {
+            to.collectors.options.netstat_fields = from.collectors.options.netstat_fields.clone()
+        },
+    },
+    LiveKey {
+        key: "textfile-directory",
+        take: |to, from| {
+            to.collectors.options.textfile_directory =
+                from.collectors.options.textfile_directory.clone()
+        },
+    },
+    LiveKey {
+        key: "powersupply-ignored-supplies",
+        take: |to, from| {
+            to.collectors.options.powersupply_ignored_supplies =
+                from.collectors.options.powersupply_ignored_supplies.clone()
+        },
+    },
+    LiveKey {
         key: "unknown-syscall-budget",
         take: |to, from| to.unknown_syscall_budget = from.unknown_syscall_budget,
     },

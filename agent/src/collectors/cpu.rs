@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 /// `--collectors cpu`.
 pub(super) const COLLECTOR: Registration = Registration {
     name: "cpu",
+    default: true,
     build: |a, _| Box::new(Cpu::new(&a.procfs)),
     options: super::no_options,
 };

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 /// `--collectors diskstats`.
 pub(super) const COLLECTOR: Registration = Registration {
     name: "diskstats",
+    default: true,
     build: |a, _| {
         Box::new(Diskstats::new(
             &a.procfs,

@@ -17,8 +17,9 @@ pub enum Kind {
     Untyped,
 }
 
-/// Label pairs in exposition order.
-pub type Labels = Vec<(&'static str, String)>;
+/// Label pairs in exposition order. Names are mostly the collectors' own
+/// constants; the textfile collector's come from the files.
+pub type Labels = Vec<(Cow<'static, str>, String)>;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
@@ -62,7 +63,10 @@ impl Family {
 
     /// Adds a sample.
     pub fn push(&mut self, labels: &[(&'static str, &str)], value: f64) {
-        let labels = labels.iter().map(|&(k, v)| (k, v.to_string())).collect();
+        let labels = labels
+            .iter()
+            .map(|&(k, v)| (Cow::Borrowed(k), v.to_string()))
+            .collect();
         self.push_labels(labels, value);
     }
 

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 /// `--collectors filesystem`.
 pub(super) const COLLECTOR: Registration = Registration {
     name: "filesystem",
+    default: true,
     build: |a, _| {
         let o = &a.options;
         Box::new(Filesystem::new(

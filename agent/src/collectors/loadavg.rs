@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 /// `--collectors loadavg`.
 pub(super) const COLLECTOR: Registration = Registration {
     name: "loadavg",
+    default: true,
     build: |a, _| Box::new(Loadavg::new(&a.procfs)),
     options: super::no_options,
 };

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 /// `--collectors meminfo`.
 pub(super) const COLLECTOR: Registration = Registration {
     name: "meminfo",
+    default: true,
     build: |a, _| Box::new(Meminfo::new(&a.procfs)),
     options: super::no_options,
 };

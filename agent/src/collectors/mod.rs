@@ -8,17 +8,35 @@
 //! per-collector `ebpf_agent_scrape_collector_*` families must come once,
 //! after every source has run.
 
+mod conntrack;
 mod cpu;
+mod cpufreq;
 mod diskstats;
+mod entropy;
 mod family;
+mod filefd;
 mod filesystem;
+mod hwmon;
+mod interrupts;
 pub(crate) mod live;
 mod loadavg;
 mod meminfo;
 mod monotonic;
 mod netdev;
+mod netstat;
+mod os;
+mod powersupplyclass;
 mod pressure;
 pub(crate) mod process;
+mod schedstat;
+mod sockstat;
+mod softnet;
+mod text_format;
+mod textfile;
+mod thermal_zone;
+mod time;
+mod timex;
+mod uname;
 mod vmstat;
 
 use anyhow::{Context, Result, bail};
@@ -27,6 +45,7 @@ use monotonic::CounterGuard;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use regex::Regex;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -43,12 +62,17 @@ pub const FILESYSTEM_MOUNT_EXCLUDE: &str =
 pub const FILESYSTEM_TYPE_EXCLUDE: &str = r"^(autofs|binfmt_misc|bpf|cgroup2?|configfs|debugfs|devpts|devtmpfs|fusectl|hugetlbfs|iso9660|mqueue|nsfs|overlay|proc|procfs|pstore|rpc_pipefs|securityfs|selinuxfs|squashfs|sysfs|tracefs)$";
 /// node_exporter's default /proc/vmstat fields.
 pub const VMSTAT_FIELDS: &str = r"^(oom_kill|pgpg|pswp|pg.*fault).*";
+/// node_exporter 1.5's default netstat fields (`Protocol_Field`).
+pub const NETSTAT_FIELDS: &str = r"^(.*_(InErrors|InErrs)|Ip_Forwarding|Ip(6|Ext)_(InOctets|OutOctets)|Icmp6?_(InMsgs|OutMsgs)|TcpExt_(Listen.*|Syncookies.*|TCPSynRetrans|TCPTimeouts)|Tcp_(ActiveOpens|InSegs|OutSegs|OutRsts|PassiveOpens|RetransSegs|CurrEstab)|Udp6?_(InDatagrams|OutDatagrams|NoPorts|RcvbufErrors|SndbufErrors))$";
 
 /// One /proc collector, registered once, in its own file (as node_exporter's
 /// `registerCollector`).
 pub(crate) struct Registration {
     /// As named on the command line and in the `collector` label.
     pub name: &'static str,
+    /// On unless asked for (`--collectors default`), as node_exporter's
+    /// default-enabled collectors.
+    pub default: bool,
     /// Builds the source from the flags (`process` also takes the traced PID).
     pub build: fn(&CollectorArgs, Option<u32>) -> Box<dyn Source>,
     /// The collector's own options as text: a reload rebuilds it when they
@@ -57,7 +81,7 @@ pub(crate) struct Registration {
 }
 
 /// Every collector, in the order they are scraped.
-pub(crate) const COLLECTORS: [&Registration; 9] = [
+pub(crate) const COLLECTORS: [&Registration; 26] = [
     &cpu::COLLECTOR,
     &loadavg::COLLECTOR,
     &meminfo::COLLECTOR,
@@ -66,7 +90,25 @@ pub(crate) const COLLECTORS: [&Registration; 9] = [
     &pressure::COLLECTOR,
     &filesystem::COLLECTOR,
     &vmstat::COLLECTOR,
+    &netstat::COLLECTOR,
+    &sockstat::COLLECTOR,
+    &filefd::COLLECTOR,
+    &uname::COLLECTOR,
+    &os::COLLECTOR,
+    &time::COLLECTOR,
+    &timex::COLLECTOR,
+    &softnet::COLLECTOR,
+    &conntrack::COLLECTOR,
+    &entropy::COLLECTOR,
+    &schedstat::COLLECTOR,
+    &hwmon::COLLECTOR,
+    &thermal_zone::COLLECTOR,
+    &cpufreq::COLLECTOR,
+    &powersupplyclass::COLLECTOR,
+    &interrupts::COLLECTOR,
     &process::COLLECTOR,
+    // Last: it must not repeat a family the others export.
+    &textfile::COLLECTOR,
 ];
 
 /// For collectors built from the filesystem roots alone.
@@ -109,13 +151,23 @@ fn valid_names() -> String {
     COLLECTORS.map(|c| c.name).join(", ")
 }
 
+fn off_by_default() -> String {
+    let off: Vec<_> = COLLECTORS
+        .iter()
+        .filter(|c| !c.default)
+        .map(|c| c.name)
+        .collect();
+    off.join(", ")
+}
+
 fn parse_collector_name(s: &str) -> Result<CollectorName, String> {
     CollectorName::all()
         .find(|c| c.as_str() == s.trim())
         .ok_or_else(|| format!("unknown collector `{s}`; valid names: {}", valid_names()))
 }
 
-/// A `--collectors` value: a comma-separated list, `all` or `none`.
+/// A `--collectors` value: a comma-separated list of names and `default`
+/// (the collectors on by default), or `all`, or `none`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CollectorList(pub Vec<CollectorName>);
 
@@ -124,14 +176,19 @@ fn parse_collector_list(s: &str) -> Result<CollectorList, String> {
         "all" => Ok(CollectorList(CollectorName::all().collect())),
         "none" => Ok(CollectorList(Vec::new())),
         "" => Err(format!(
-            "empty list; give names ({}), `all` or `none`",
+            "empty list; give names ({}), `default`, `all` or `none`",
             valid_names()
         )),
-        list => list
-            .split(',')
-            .map(parse_collector_name)
-            .collect::<Result<_, _>>()
-            .map(CollectorList),
+        list => {
+            let mut out = Vec::new();
+            for item in list.split(',') {
+                match item.trim() {
+                    "default" => out.extend(CollectorName::all().filter(|c| c.0.default)),
+                    name => out.push(parse_collector_name(name)?),
+                }
+            }
+            Ok(CollectorList(out))
+        }
     }
 }
 
@@ -156,8 +213,8 @@ pub struct CollectorArgs {
     pub rootfs: PathBuf,
 
     /// Node collectors to run, comma separated, or `all`, or `none`.
-    #[arg(long, value_name = "LIST", default_value = "all", value_parser = parse_collector_list,
-          help = format!("Node collectors to run, comma separated: {}; or `all`, or `none`", valid_names()))]
+    #[arg(long, value_name = "LIST", default_value = "default", value_parser = parse_collector_list,
+          help = format!("Node collectors to run, comma separated: {}; `default` for those on by default (all but {}), `all`, or `none`", valid_names(), off_by_default()))]
     pub collectors: CollectorList,
 
     /// Turns one node collector off (repeatable); applied after --collectors.
@@ -204,6 +261,25 @@ pub struct CollectorOptions {
     /// /proc/vmstat fields to export (regex), as node_exporter's default.
     #[arg(long, value_name = "REGEX", default_value = VMSTAT_FIELDS, value_parser = parse_regex)]
     pub vmstat_fields: Regex,
+
+    /// /proc/net/{netstat,snmp,snmp6} fields to export (regex on
+    /// `Protocol_Field`), as node_exporter's default.
+    #[arg(long, visible_alias = "collector.netstat.fields", value_name = "REGEX", default_value = NETSTAT_FIELDS, value_parser = parse_regex)]
+    pub netstat_fields: Regex,
+
+    /// Directory whose *.prom files (Prometheus text format) are exported
+    /// at every scrape, as node_exporter's textfile collector. No default.
+    #[arg(
+        long,
+        visible_alias = "collector.textfile.directory",
+        value_name = "DIR"
+    )]
+    pub textfile_directory: Option<PathBuf>,
+
+    /// Power supplies to leave out (regex on the name), as node_exporter's
+    /// --collector.powersupply.ignored-supplies.
+    #[arg(long, visible_alias = "collector.powersupply.ignored-supplies", value_name = "REGEX", default_value = "^$", value_parser = parse_regex)]
+    pub powersupply_ignored_supplies: Regex,
 }
 
 impl CollectorArgs {
@@ -221,6 +297,18 @@ pub trait Source: Send + Sync + std::fmt::Debug {
     /// still exported (the process collector keeps the agent's own series
     /// when the traced process is gone); the error marks the scrape failed.
     fn collect(&self, out: &mut Vec<Family>) -> Result<()>;
+
+    /// `collect`, knowing the families the collectors before this one wrote
+    /// in this scrape: the textfile collector must not repeat one of them.
+    fn collect_after(&self, _earlier: &HashSet<String>, out: &mut Vec<Family>) -> Result<()> {
+        self.collect(out)
+    }
+
+    /// Whether `collect_after` needs the families of the sources before it
+    /// (registered last, it sees all of them).
+    fn after_others(&self) -> bool {
+        false
+    }
 }
 
 fn check_procfs(procfs: &Path) -> Result<()> {
@@ -257,9 +345,9 @@ impl Entry {
 
     /// Runs the source; returns its families (counters made monotonic) and
     /// whether it succeeded.
-    fn scrape(&self) -> (Vec<Family>, bool) {
+    fn scrape(&self, earlier: &HashSet<String>) -> (Vec<Family>, bool) {
         let mut families = Vec::new();
-        let result = self.source.collect(&mut families);
+        let result = self.source.collect_after(earlier, &mut families);
         self.guard
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -301,9 +389,16 @@ impl Collector for NodeCollectors {
             "ebpf_agent_scrape_collector_success",
             "Whether a node collector read its sources (1) or failed (0) during this scrape",
         );
+        // The names written so far, for the textfile collector (only built
+        // when one needs them: it is a few hundred strings per scrape).
+        let need = self.sources.iter().any(|e| e.source.after_others());
+        let mut earlier = HashSet::new();
         for entry in &self.sources {
             let start = Instant::now();
-            let (families, ok) = entry.scrape();
+            let (families, ok) = entry.scrape(&earlier);
+            if need {
+                earlier.extend(families.iter().map(|f| f.name.to_string()));
+            }
             let labels = [("collector", entry.name.as_str())];
             duration.push(&labels, start.elapsed().as_secs_f64());
             success.push(&labels, if ok { 1.0 } else { 0.0 });
@@ -373,15 +468,18 @@ mod tests {
     }
 
     #[test]
-    fn all_collectors_by_default_and_flags_turn_them_off() {
-        assert_eq!(
-            parse(&[]).unwrap().enabled(),
-            CollectorName::all().collect::<Vec<_>>()
-        );
+    fn default_collectors_by_default_and_flags_turn_them_off() {
+        let defaults = parse(&[]).unwrap().enabled();
+        assert_eq!(defaults.len(), COLLECTORS.len() - 1);
+        assert!(!defaults.contains(&CollectorName::named("interrupts")));
+        let more = parse(&["--collectors", "default,interrupts"]).unwrap();
+        assert_eq!(more.enabled().len(), COLLECTORS.len());
+        let all = parse(&["--collectors", "all"]).unwrap();
+        assert_eq!(all.enabled(), CollectorName::all().collect::<Vec<_>>());
         let a = parse(&["--collectors", "meminfo,cpu", "--no-collector", "cpu"]).unwrap();
         assert_eq!(a.enabled(), [CollectorName::named("meminfo")]);
         let a = parse(&["--no-collector", "process", "--no-collector", "filesystem"]).unwrap();
-        assert_eq!(a.enabled().len(), 7);
+        assert_eq!(a.enabled().len(), COLLECTORS.len() - 3);
         assert!(
             parse(&["--collectors", "none"])
                 .unwrap()
@@ -439,6 +537,11 @@ mod tests {
         assert!(a.options.vmstat_fields.is_match("pgmajfault"));
         assert!(!a.options.vmstat_fields.is_match("nr_free_pages"));
         assert!(a.options.netdev_exclude.is_none() && !a.options.netdev_virtual);
+        assert!(a.options.netstat_fields.is_match("TcpExt_ListenDrops"));
+        assert!(!a.options.netstat_fields.is_match("Tcp_MaxConn"));
+        // node_exporter's spelling of the flag is accepted too.
+        let a = parse(&["--collector.netstat.fields", "^Tcp_.*"]).unwrap();
+        assert_eq!(a.options.netstat_fields.as_str(), "^Tcp_.*");
     }
 
     #[test]
@@ -504,7 +607,7 @@ mod tests {
 
     #[test]
     fn the_real_proc_renders_with_every_collector() {
-        let a = parse(&[]).unwrap();
+        let a = parse(&["--collectors", "all"]).unwrap();
         let (r, _) = live::registry(&a, Some(std::process::id())).unwrap();
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &r).unwrap();

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 /// `--collectors netdev`.
 pub(super) const COLLECTOR: Registration = Registration {
     name: "netdev",
+    default: true,
     build: |a, _| {
         let o = &a.options;
         Box::new(Netdev::new(

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 /// `--collectors pressure`.
 pub(super) const COLLECTOR: Registration = Registration {
     name: "pressure",
+    default: true,
     build: |a, _| Box::new(Pressure::new(&a.procfs)),
     options: super::no_options,
 };

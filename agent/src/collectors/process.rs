@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 /// `--collectors process`.
 pub(super) const COLLECTOR: Registration = Registration {
     name: "process",
+    default: true,
     build: |a, target_pid| Box::new(Process::new(&a.procfs, target_pid)),
     options: super::no_options,
 };
@@ -233,7 +234,7 @@ pub fn families(processes: &[(Labels, Snapshot)]) -> Vec<Family> {
             ("nonvoluntary", s.ctx_switches.1),
         ] {
             let mut l = labels.clone();
-            l.push(("ctxswitch", kind.to_string()));
+            l.push(("ctxswitch".into(), kind.to_string()));
             ctx.push_labels(l, n);
         }
     }
@@ -266,7 +267,7 @@ impl Process {
         let traced = target_pid.map(|pid| Target {
             dir: procfs.join(pid.to_string()),
             procfs: procfs.to_path_buf(),
-            labels: vec![("pid", pid.to_string())],
+            labels: vec![("pid".into(), pid.to_string())],
         });
         Process {
             own: Target {

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 /// `--collectors vmstat`.
 pub(super) const COLLECTOR: Registration = Registration {
     name: "vmstat",
+    default: true,
     build: |a, _| Box::new(Vmstat::new(&a.procfs, a.options.vmstat_fields.clone())),
     options: |o| o.vmstat_fields.as_str().to_string(),
 };
