@@ -13,24 +13,13 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ag
 /// What the object is loaded with: the values of its globals (frozen
 /// `.rodata`, so the verifier prunes what they turn off) and map sizes.
 /// Shared settings are set here; each probe's `prepare` adds its own.
+#[derive(Default)]
 pub(crate) struct LoadPlan {
     globals: Vec<(&'static str, Vec<u8>)>,
     map_sizes: Vec<(&'static str, u32)>,
 }
 
 impl LoadPlan {
-    pub(crate) fn new(opts: &crate::probes::StartOptions) -> LoadPlan {
-        let mut plan = LoadPlan {
-            globals: Vec::new(),
-            map_sizes: Vec::new(),
-        };
-        plan.global("TARGET_TGID", &opts.target_tgid);
-        plan.global("FOLLOW_CHILDREN", &u32::from(opts.follow_children));
-        plan.global("CGROUP_IDS", &u32::from(opts.attribution.is_some()));
-        plan.global("BUCKET_NS", crate::histogram::layout().padded());
-        plan
-    }
-
     /// Sets global `name` (replacing an earlier value).
     pub(crate) fn global<T: aya::Pod>(&mut self, name: &'static str, value: &T) {
         // SAFETY: T is Pod: plain bytes with no padding the kernel could misread.

@@ -22,7 +22,6 @@ mod probes;
 mod self_metrics;
 mod shutdown;
 mod stage_cpu;
-mod stats;
 mod target;
 mod tracefs;
 

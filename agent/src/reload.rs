@@ -254,8 +254,12 @@ fn apply(running: &mut Loaded, new: Loaded, live: &mut Live) -> Result<(), Strin
         .node
         .reconfigure(&args.collectors)
         .map_err(|e| format!("{e:#}"))?;
+    let budgets = crate::probes::Budgets {
+        unknown_syscall: args.unknown_syscall_budget,
+        tcp_destination: args.tcp_destination_budget,
+    };
     for probe in &live.probes {
-        probe.reload(&args);
+        probe.reload(&budgets);
     }
     if now.iter().any(|c| c.key == "log-level")
         && let Err(e) = crate::logging::set_level(&args.config.log_level)

@@ -4,8 +4,8 @@
 
 use crate::bpf::KernelCounters;
 use crate::k8s::Attribution;
+use crate::probes::stats::AgentStats;
 use crate::probes::{Loss, Started};
-use crate::stats::AgentStats;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;

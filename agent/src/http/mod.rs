@@ -14,7 +14,7 @@ mod scrape;
 pub mod tls;
 pub mod web_config;
 
-use crate::stats::AgentStats;
+use crate::probes::stats::AgentStats;
 use anyhow::Result;
 use bytes::Bytes;
 use http_body_util::Full;

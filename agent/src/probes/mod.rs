@@ -7,6 +7,7 @@ mod oom;
 mod program;
 mod ring_drain;
 pub(crate) mod sched;
+pub(crate) mod stats;
 pub(crate) mod syscalls;
 pub(crate) mod tcp;
 
@@ -15,9 +16,8 @@ pub(crate) use program::{attach_raw_tracepoint, attach_tracepoint};
 use crate::attach::snapshot::Snapshot;
 use crate::bpf::{KernelCounters, LoadPlan};
 use crate::btf::KernelBtf;
-use crate::cli::RunArgs;
 use crate::k8s::Attribution;
-use crate::stats::{AgentStats, ProbeStats};
+use crate::probes::stats::{AgentStats, ProbeStats};
 use anyhow::{Context as _, Result};
 use aya::Ebpf;
 use prometheus_client::collector::Collector;
@@ -87,12 +87,18 @@ pub(crate) struct Start<'a> {
 pub(crate) trait Running: Send + Sync {
     /// Its metric families, for the agent's registry.
     fn collector(&self) -> Box<dyn Collector>;
-    /// Takes the settings a reload may change (budgets) from `args`.
-    fn reload(&self, _args: &RunArgs) {}
+    /// Takes the settings a reload may change.
+    fn reload(&self, _budgets: &Budgets) {}
     /// What fills its part of the attach view each interval.
     fn attach_view(&self) -> Option<Box<dyn AttachView>> {
         None
     }
+}
+
+/// The probes' settings that SIGHUP may change (their label budgets).
+pub(crate) struct Budgets {
+    pub unknown_syscall: usize,
+    pub tcp_destination: usize,
 }
 
 /// A probe's part of `agent attach` (docs/attach.md): fills its fields of
@@ -178,7 +184,11 @@ pub(crate) fn start_all(opts: &StartOptions, stop: watch::Receiver<bool>) -> Res
         stats.target_running = Some(AtomicBool::new(true));
     }
     let stats = Arc::new(stats);
-    let mut plan = LoadPlan::new(opts);
+    let mut plan = LoadPlan::default();
+    plan.global("TARGET_TGID", &opts.target_tgid);
+    plan.global("FOLLOW_CHILDREN", &u32::from(opts.follow_children));
+    plan.global("CGROUP_IDS", &u32::from(opts.attribution.is_some()));
+    plan.global("BUCKET_NS", crate::histogram::layout().padded());
     // Probes read kernel struct offsets from BTF: parse it once.
     let btf = KernelBtf::read();
     if opts.follow_children {

@@ -8,7 +8,7 @@ mod metrics;
 use super::{Loss, Prepare, Probe, Running, Start, lock};
 use crate::bpf::LoadPlan;
 use crate::k8s::{Attribution, Slot};
-use crate::stats::ProbeStats;
+use crate::probes::stats::ProbeStats;
 use agent_common::counters;
 use agent_common::oom::{OomEvent, VICTIM_IS_PID, VICTIM_IS_TASK};
 use aggregate::OomAggregate;

@@ -18,9 +18,8 @@ use aggregate::SyscallsBySlot;
 
 use super::{Loss, Prepare, Probe, Running, Start, lock};
 use crate::bpf::{self, LoadPlan};
-use crate::cli::RunArgs;
 use crate::k8s::{Attribution, Slot};
-use crate::stats::ProbeStats;
+use crate::probes::stats::ProbeStats;
 use agent_common::counters;
 use agent_common::syscalls::{BATCH_LEN, SyscallRecord};
 use anyhow::{Context, Result};
@@ -96,8 +95,8 @@ impl Running for Syscalls {
         })
     }
 
-    fn reload(&self, args: &RunArgs) {
-        lock(&self.agg).set_budget(args.unknown_syscall_budget);
+    fn reload(&self, budgets: &super::Budgets) {
+        lock(&self.agg).set_budget(budgets.unknown_syscall);
     }
 
     fn attach_view(&self) -> Option<Box<dyn super::AttachView>> {

@@ -9,10 +9,9 @@ pub(crate) mod view;
 
 use super::{Loss, Prepare, Probe, Running, Start, lock};
 use crate::bpf::LoadPlan;
-use crate::cli::RunArgs;
 use crate::k8s::cgroupfs::low32;
 use crate::k8s::{Attribution, Slot};
-use crate::stats::ProbeStats;
+use crate::probes::stats::ProbeStats;
 use crate::tracefs::field;
 use agent_common::counters;
 use agent_common::tcp::{ConnectEvent, ConnectStart, TcpOffsets};
@@ -94,8 +93,8 @@ impl Running for Tcp {
         })
     }
 
-    fn reload(&self, args: &RunArgs) {
-        lock(&self.agg).set_budget(args.tcp_destination_budget);
+    fn reload(&self, budgets: &super::Budgets) {
+        lock(&self.agg).set_budget(budgets.tcp_destination);
     }
 
     fn attach_view(&self) -> Option<Box<dyn super::AttachView>> {

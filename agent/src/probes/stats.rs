@@ -1,7 +1,7 @@
 //! The agent's own state that /metrics reports: events received, losses in
 //! userspace, which probes are attached, readiness.
 
-use crate::probes::Probe;
+use super::Probe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
