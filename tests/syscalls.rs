@@ -317,3 +317,25 @@ fn the_probes_own_kernel_cost_is_exported_per_program() {
         );
     }
 }
+
+/// Node mode keeps no HDR histograms (only attach mode shows percentiles),
+/// so even the highest precision and a spray of unknown numbers leave it
+/// small; at 5 digits it once needed 1.6 GB before tracing anything.
+#[test]
+fn node_mode_memory_does_not_depend_on_hdr_precision() {
+    let _shared = shared();
+    let agent = Agent::start(&["--hdr-precision", "5", "--collectors", "none"]);
+    let w = Workload::start(&["spray", "500", "1024"]);
+    w.go();
+    agent.scrape_until(Duration::from_secs(10), |e| {
+        count(e, &[("syscall", "other")]) >= 460.0
+    });
+    let status = std::fs::read_to_string(format!("/proc/{}/status", agent.pid())).unwrap();
+    let rss_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    eprintln!("node mode, --hdr-precision 5, after the spray: RSS {rss_kb} kB");
+    assert!(rss_kb < 64 * 1024, "RSS {rss_kb} kB");
+}

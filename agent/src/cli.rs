@@ -88,8 +88,9 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 1 << 20, value_parser = parse_ring_bytes)]
     pub ring_buffer_bytes: u32,
 
-    /// Significant digits of the HDR histograms behind percentiles (1-5).
-    /// Memory per histogram grows about 10x per digit.
+    /// Significant digits of attach mode's HDR percentiles (1-5). `run`
+    /// exports bucket histograms only and keeps no HDR histogram, so this
+    /// costs it nothing; it is accepted for configs shared with attach.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=5))]
     pub hdr_precision: u8,
 

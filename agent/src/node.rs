@@ -58,7 +58,9 @@ pub async fn run(config: Loaded) -> Result<()> {
             follow_children: false,
             strict: args.strict,
             ring_bytes: args.ring_buffer_bytes,
-            hdr_precision: args.hdr_precision,
+            // Prometheus gets buckets; HDR percentiles are for attach mode
+            // only, and would cost memory per series (issue 17: 171 MB at 3).
+            hdr_precision: 0,
             flush_interval: Duration::from_millis(args.flush_interval_ms),
             unknown_syscall_budget: args.unknown_syscall_budget,
             tcp_destination_budget: args.tcp_destination_budget,
