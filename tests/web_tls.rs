@@ -5,9 +5,10 @@
 
 use std::path::Path;
 use std::time::{Duration, Instant};
+use tests::prometheus::{Prometheus, Settings};
 use tests::web::{
-    Prometheus, SERVER_EXT, Scratch, bcrypt_hash, curl, issue, make_pki, promtool_check_web_config,
-    s_client, start_agent,
+    SERVER_EXT, Scratch, bcrypt_hash, curl, issue, make_pki, promtool_check_web_config, s_client,
+    start_agent,
 };
 use tests::{Exposition, http_get, openmetrics_check, promtool_check};
 
@@ -208,16 +209,19 @@ fn prometheus_scrapes_over_mutual_tls_with_basic_auth() {
     };
 
     // A real Prometheus: scheme https, tls_config, basic_auth.
-    let prometheus = Prometheus::start(&format!(
-        "- job_name: agent\n  scheme: https\n  tls_config:\n    ca_file: {ca}\n    cert_file: {cert}\n    \
-         key_file: {key}\n  basic_auth:\n    username: prometheus\n    password: s3cret\n  \
-         static_configs:\n  - targets: ['{}']\n",
-        agent.addr
-    ));
-    let up = prometheus.wait_for("up{job=\"agent\"}", 1.0, Duration::from_secs(60));
-    assert_eq!(up, Some(1.0), "targets: {}", prometheus.target_errors());
+    let prometheus = Prometheus::start(&Settings {
+        scrape_configs: Some(format!(
+            "- job_name: agent\n  scheme: https\n  tls_config:\n    ca_file: {ca}\n    cert_file: {cert}\n    \
+             key_file: {key}\n  basic_auth:\n    username: prometheus\n    password: s3cret\n  \
+             static_configs:\n  - targets: ['{}']\n",
+            agent.addr
+        )),
+        ..Settings::every_second(agent.addr)
+    });
+    let up = prometheus.wait_for_value("up{job=\"agent\"}", 1.0, Duration::from_secs(60));
+    assert_eq!(up, Some(1.0), "targets: {}", prometheus.targets());
     // The agent's own series came through.
-    let encodes = prometheus.query("ebpf_agent_http_scrape_encodes_total");
+    let encodes = prometheus.value("ebpf_agent_http_scrape_encodes_total");
     assert!(encodes >= Some(1.0), "{encodes:?}");
 
     // Good credentials: 200, classic text format by default, which promtool accepts.

@@ -1,6 +1,7 @@
-//! A real Prometheus server (Debian's `prometheus` package) for the mixin tests:
-//! started on a loopback port with its own storage directory, scraping the
-//! agent, evaluating rule files, queried over its HTTP API.
+//! A real Prometheus server (Debian's `prometheus` package) for the tests that
+//! need one (the mixin's, the secure endpoint's): started on a loopback port
+//! with its own storage directory, scraping the agent, evaluating rule files,
+//! queried over its HTTP API.
 
 use crate::{free_port, http_get};
 use serde_json::Value;
@@ -22,6 +23,21 @@ pub struct Settings<'a> {
     pub interval: &'a str,
     /// Rule files to load.
     pub rule_files: Vec<PathBuf>,
+    /// The YAML list under `scrape_configs:` instead of the plain job for
+    /// `target` (e.g. https with tls_config and basic_auth).
+    pub scrape_configs: Option<String>,
+}
+
+impl Settings<'_> {
+    /// Scrapes `target` as job `ebpf-agent` every second, with no rules.
+    pub fn every_second(target: SocketAddr) -> Settings<'static> {
+        Settings {
+            target,
+            interval: "1s",
+            rule_files: Vec::new(),
+            scrape_configs: None,
+        }
+    }
 }
 
 /// A running Prometheus, killed and its directory removed on drop.
@@ -47,12 +63,21 @@ impl Prometheus {
             .iter()
             .map(|p| format!("  - {}\n", p.display()))
             .collect();
+        let scrape = settings.scrape_configs.clone().unwrap_or_else(|| {
+            format!(
+                "  - job_name: ebpf-agent\n    static_configs:\n      - targets: ['{}']\n",
+                settings.target
+            )
+        });
         let config = format!(
             "global:\n  scrape_interval: {i}\n  scrape_timeout: {i}\n  evaluation_interval: {i}\n\
-             rule_files:\n{rules}\
-             scrape_configs:\n  - job_name: ebpf-agent\n    static_configs:\n      - targets: ['{t}']\n",
+             rule_files:{rules}\nscrape_configs:\n{scrape}",
             i = settings.interval,
-            t = settings.target,
+            rules = if rules.is_empty() {
+                " []\n".to_string()
+            } else {
+                format!("\n{rules}")
+            },
         );
         let config_path = dir.join("prometheus.yml");
         std::fs::write(&config_path, config).unwrap();
@@ -117,6 +142,31 @@ impl Prometheus {
             // Scalars and strings answer [time, "value"].
             other => Ok(vec![other.clone()]),
         }
+    }
+
+    /// The value of `expr`'s first sample, if there is one.
+    pub fn value(&self, expr: &str) -> Option<f64> {
+        let series = self.query(expr).ok()?;
+        series.first()?["value"][1].as_str()?.parse().ok()
+    }
+
+    /// Waits until `expr`'s value is `want`, up to `timeout`; the last value.
+    pub fn wait_for_value(&self, expr: &str, want: f64, timeout: Duration) -> Option<f64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let v = self.value(expr);
+            if v == Some(want) || Instant::now() > deadline {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Prometheus' view of its targets (health, last error), for failure messages.
+    pub fn targets(&self) -> String {
+        self.api("/api/v1/targets")
+            .map(|v| v.to_string())
+            .unwrap_or_else(|e| e)
     }
 
     /// Waits until `expr` returns at least one series, panicking after `timeout`.

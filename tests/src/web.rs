@@ -5,7 +5,7 @@
 use crate::{Agent, agent_bin, free_port, http_get};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// A directory removed on drop.
@@ -235,87 +235,6 @@ pub fn s_client(addr: SocketAddr, args: &[&str]) -> (bool, String) {
     );
     let ok = text.contains("CONNECTION ESTABLISHED") && text.contains("HTTP/1.1 ");
     (ok, text)
-}
-
-/// Debian's Prometheus server, on loopback, with its own storage; killed on drop.
-pub struct Prometheus {
-    child: Child,
-    pub addr: SocketAddr,
-    _dir: Scratch,
-}
-
-impl Prometheus {
-    /// `scrape_configs` is YAML for the list under `scrape_configs:`.
-    pub fn start(scrape_configs: &str) -> Prometheus {
-        let dir = Scratch::new("prometheus");
-        let config = dir.write(
-            "prometheus.yml",
-            &format!("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n{scrape_configs}"),
-        );
-        let check = run("promtool", &["check", "config", config.to_str().unwrap()]);
-        assert!(
-            check.status.success(),
-            "promtool check config: {}",
-            String::from_utf8_lossy(&check.stdout)
-        );
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus (cargo xtask setup --test-tools installs it)");
-        Prometheus {
-            child,
-            addr,
-            _dir: dir,
-        }
-    }
-
-    /// The value of an instant query's first sample, if any.
-    pub fn query(&self, expr: &str) -> Option<f64> {
-        let q: String = expr
-            .bytes()
-            .map(|b| match b {
-                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
-                _ => format!("%{b:02X}"),
-            })
-            .collect();
-        let r = http_get(self.addr, &format!("/api/v1/query?query={q}")).ok()?;
-        let v: serde_json::Value = serde_json::from_str(&r.body).ok()?;
-        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
-    }
-
-    /// Waits until `expr` equals `want`, up to `timeout`; returns the last value.
-    pub fn wait_for(&self, expr: &str, want: f64, timeout: Duration) -> Option<f64> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let v = self.query(expr);
-            if v == Some(want) || Instant::now() > deadline {
-                return v;
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-
-    /// The last scrape error Prometheus reports for its targets.
-    pub fn target_errors(&self) -> String {
-        http_get(self.addr, "/api/v1/targets")
-            .map(|r| r.body)
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// An HTTP/1.1 client that keeps its connection open between requests, as
