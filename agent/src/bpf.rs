@@ -37,7 +37,7 @@ impl LoadPlan {
 }
 
 pub(crate) fn load(plan: &LoadPlan) -> Result<Ebpf> {
-    check_privileges(false)?;
+    check_privileges(&[])?;
     let mut loader = EbpfLoader::new();
     for (name, bytes) in &plan.globals {
         loader.override_global(name, bytes.as_slice(), true);
@@ -50,7 +50,7 @@ pub(crate) fn load(plan: &LoadPlan) -> Result<Ebpf> {
 
 /// Loads only the empty floor programs' object (same object, nothing resized).
 pub fn load_plain() -> Result<Ebpf> {
-    check_privileges(false)?;
+    check_privileges(&[])?;
     EbpfLoader::new()
         .load(OBJECT)
         .map_err(|e| explain(e.into()))
@@ -79,10 +79,10 @@ pub fn explain(err: anyhow::Error) -> anyhow::Error {
 }
 
 /// Fails early with a clear message naming the missing capabilities
-/// (crate::privileges has the rules). `tcp`: the TCP probe will run, which
-/// needs tracefs.
-pub fn check_privileges(tcp: bool) -> Result<()> {
-    crate::privileges::check(tcp)
+/// (crate::privileges has the rules). `tracefs_probes`: the chosen probes
+/// that read tracefs.
+pub fn check_privileges(tracefs_probes: &[&str]) -> Result<()> {
+    crate::privileges::check(tracefs_probes)
 }
 
 /// The kernel-side loss counters (`agent_common::counters`), summed over CPUs.

@@ -23,7 +23,7 @@ pub async fn run(config: Loaded) -> Result<()> {
     let (node_registry, node) = collectors::live::registry(&args.collectors, args.pid)?;
     // `--probes none` loads nothing, so it needs no BPF privilege.
     if args.probes.iter().any(|p| p != "none") {
-        bpf::check_privileges(args.probes.iter().any(|p| p == "tcp"))?;
+        bpf::check_privileges(&probes::reading_tracefs(&args.probes))?;
     }
     // Before any histogram is made (and before the kernel gets the bounds).
     if let Some(layout) = &args.latency_buckets

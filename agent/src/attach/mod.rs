@@ -46,7 +46,9 @@ pub async fn run(args: AttachArgs) -> Result<()> {
     if let Some(pid) = args.pid {
         target::validate(&args.procfs, pid)?;
     }
-    bpf::check_privileges(true)?;
+    // Attach mode runs every probe of the table.
+    let every: Vec<String> = PROBES.iter().map(|p| p.name.to_string()).collect();
+    bpf::check_privileges(&probes::reading_tracefs(&every))?;
     let listener = match args.listen {
         Some(addr) => Some(http::bind(addr, "--listen").await?),
         None => None,

@@ -50,7 +50,7 @@ pub fn missing(
     effective: &CapsHashSet,
     euid: u32,
     tracefs_readable: bool,
-    tcp: bool,
+    tracefs: bool,
 ) -> Vec<Capability> {
     let mut missing = Vec::new();
     if !effective.contains(&Capability::CAP_SYS_ADMIN) {
@@ -64,22 +64,28 @@ pub fn missing(
         Capability::CAP_DAC_READ_SEARCH,
         Capability::CAP_DAC_OVERRIDE,
     ];
-    if tcp && euid != 0 && !tracefs_readable && !dac.iter().any(|c| effective.contains(c)) {
+    if tracefs && euid != 0 && !tracefs_readable && !dac.iter().any(|c| effective.contains(c)) {
         missing.push(Capability::CAP_DAC_READ_SEARCH);
     }
     missing
 }
 
 /// Fails early with one line naming exactly the missing capabilities, rather
-/// than with EPERM from deep in aya. `tcp`: whether the TCP probe will run.
-pub fn check(tcp: bool) -> Result<()> {
+/// than with EPERM from deep in aya. `tracefs_probes`: the chosen probes
+/// that read tracefs (the table's `needs_tracefs`).
+pub fn check(tracefs_probes: &[&str]) -> Result<()> {
     let effective = caps::read(None, CapSet::Effective).context("reading our capabilities")?;
     // SAFETY: geteuid cannot fail.
     let euid = unsafe { libc::geteuid() };
     let tracefs_readable = crate::tracefs::CANDIDATES
         .iter()
         .any(|root| Path::new(root).join("events").is_dir());
-    let missing = missing(&effective, euid, tracefs_readable, tcp);
+    let missing = missing(
+        &effective,
+        euid,
+        tracefs_readable,
+        !tracefs_probes.is_empty(),
+    );
     if missing.is_empty() {
         return Ok(());
     }
@@ -91,10 +97,13 @@ pub fn check(tcp: bool) -> Result<()> {
         .join(", ");
     let dac_hint = match missing.contains(&Capability::CAP_DAC_READ_SEARCH) {
         true => {
-            " (CAP_DAC_READ_SEARCH because a non-root user cannot read tracefs, which the \
-                  tcp probe needs; or leave tcp out of --probes)"
+            let names = tracefs_probes.join(", ");
+            format!(
+                " (CAP_DAC_READ_SEARCH because a non-root user cannot read tracefs, which the \
+                 {names} probe needs; or leave {names} out of --probes)"
+            )
         }
-        false => "",
+        false => String::new(),
     };
     bail!(
         "the agent lacks capabilities it needs to load its eBPF probes: {list}{dac_hint}; run it \

@@ -38,6 +38,9 @@ pub(crate) struct Probe {
     pub about: &'static str,
     /// What it needs from the kernel, one line (docs, and why it may be missing).
     pub needs: &'static str,
+    /// It reads tracefs (classic tracepoint formats), which a non-root user
+    /// can only do with CAP_DAC_READ_SEARCH.
+    pub needs_tracefs: bool,
     /// Streams events to userspace, so `events_received` counts them. A
     /// probe that aggregates in the kernel has its count in its histogram.
     pub streams: bool,
@@ -115,6 +118,15 @@ pub(crate) fn names_parser() -> clap::builder::PossibleValuesParser {
     let probes = PROBES.map(|p| PossibleValue::new(p.name).help(p.about));
     let none = PossibleValue::new("none").help("no eBPF probe: only the /proc collectors");
     clap::builder::PossibleValuesParser::new(probes.into_iter().chain([none]))
+}
+
+/// The chosen probes (`--probes` names) that read tracefs.
+pub(crate) fn reading_tracefs(chosen: &[String]) -> Vec<&'static str> {
+    PROBES
+        .iter()
+        .filter(|p| p.needs_tracefs && chosen.iter().any(|c| c == p.name))
+        .map(|p| p.name)
+        .collect()
 }
 
 /// The default of `--probes`: every probe.

@@ -22,6 +22,7 @@ pub(crate) const PROBE: Probe = Probe {
     name: "oom",
     about: "OOM kills: the victim's command and container",
     needs: "raw tracepoint oom:mark_victim, BPF ring buffers (5.8); kernel BTF on 6.8+ (the victim's task)",
+    needs_tracefs: false,
     streams: true,
     losses: &[
         ("ringbuf_full", Loss::Kernel(counters::OOM_RINGBUF_DROPS)),

@@ -24,6 +24,7 @@ pub(crate) const PROBE: Probe = Probe {
     name: "sched",
     about: "how long runnable threads wait for a CPU (run-queue latency)",
     needs: "tp_btf or raw tracepoints sched_wakeup, sched_wakeup_new, sched_switch (5.18 for prev_state), kernel BTF",
+    needs_tracefs: false,
     streams: false,
     losses: &[("task_read_failed", Loss::Kernel(counters::RUNQ_READ_FAILED))],
     prepare,

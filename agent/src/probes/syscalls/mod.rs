@@ -36,6 +36,7 @@ pub(crate) const PROBE: Probe = Probe {
     name: "syscalls",
     about: "latency, count and errors of every syscall, by syscall and errno",
     needs: "raw tracepoints raw_syscalls:sys_enter and sys_exit, BPF ring buffers (5.8)",
+    needs_tracefs: false,
     streams: true,
     losses: &[
         (

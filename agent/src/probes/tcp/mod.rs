@@ -29,6 +29,7 @@ pub(crate) const PROBE: Probe = Probe {
     name: "tcp",
     about: "outgoing TCP connects: latency, outcome, destination; passive opens",
     needs: "tracepoint sock:inet_sock_set_state with tracefs, BPF ring buffers (5.8)",
+    needs_tracefs: true,
     streams: true,
     losses: &[
         ("ringbuf_full", Loss::Kernel(counters::TCP_RINGBUF_DROPS)),
