@@ -4,8 +4,8 @@
 
 use crate::bpf::KernelCounters;
 use crate::k8s::Attribution;
+use crate::probes::Started;
 use crate::probes::stats::AgentStats;
-use crate::probes::{Loss, Started};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
@@ -91,10 +91,7 @@ impl Collector for AgentCollector {
         )?;
         for (probe, p) in probes {
             for (stage, loss) in probe.losses {
-                let n = match loss {
-                    Loss::Kernel(index) => self.kernel.as_ref().map_or(0, |k| k.get(*index)),
-                    Loss::Decode => p.decode_errors.load(Relaxed),
-                };
+                let n = loss.count(self.kernel.as_deref(), p);
                 m.encode_family(&[("probe", probe.name), ("stage", stage)])?
                     .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
             }
@@ -127,10 +124,10 @@ impl BpfStats {
     /// CAP_SYS_ADMIN) when `mode` says so. When they are off, logs why and
     /// the families are absent.
     pub(crate) fn enable(mode: StatsMode, procfs: &std::path::Path) -> Option<BpfStats> {
-        let sysctl = procfs.join("sys/kernel/bpf_stats_enabled");
         if mode == StatsMode::Off {
             return None;
         }
+        let sysctl = procfs.join("sys/kernel/bpf_stats_enabled");
         if std::fs::read_to_string(&sysctl).is_ok_and(|s| s.trim() == "1") {
             return Some(BpfStats { _fd: None });
         }

@@ -11,7 +11,7 @@ pub mod spawn;
 pub mod view;
 
 use crate::cli::AttachArgs;
-use crate::probes::{Loss, PROBES};
+use crate::probes::PROBES;
 use crate::{bpf, http, probes, shutdown, target};
 use anyhow::{Result, bail};
 use snapshot::{ExitInfo, ProbeState, Snapshot, Snapshotter, Sources};
@@ -127,14 +127,12 @@ pub async fn run(args: AttachArgs) -> Result<()> {
     };
     // What the kernel could not deliver: every ring buffer's overflow.
     let events_lost = || -> u64 {
-        PROBES
+        stats
+            .probes
             .iter()
-            .flat_map(|p| p.losses)
-            .filter(|(stage, _)| *stage == "ringbuf_full")
-            .map(|(_, loss)| match loss {
-                Loss::Kernel(index) => kernel.as_ref().map_or(0, |k| k.get(*index)),
-                Loss::Decode => 0,
-            })
+            .flat_map(|(probe, s)| probe.losses.iter().map(move |l| (l, s)))
+            .filter(|((stage, _), _)| *stage == "ringbuf_full")
+            .map(|((_, loss), s)| loss.count(kernel.as_deref(), s))
             .sum()
     };
     let views = running

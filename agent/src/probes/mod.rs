@@ -70,6 +70,17 @@ pub(crate) enum Loss {
     Decode,
 }
 
+impl Loss {
+    /// Events lost at this stage so far (`kernel` is None when nothing was
+    /// loaded, so nothing could be lost there).
+    pub(crate) fn count(&self, kernel: Option<&KernelCounters>, stats: &ProbeStats) -> u64 {
+        match self {
+            Loss::Kernel(index) => kernel.map_or(0, |k| k.get(*index)),
+            Loss::Decode => stats.decode_errors.load(Relaxed),
+        }
+    }
+}
+
 /// What `prepare` can look at.
 pub(crate) struct Prepare<'a> {
     pub btf: Result<&'a KernelBtf, &'a anyhow::Error>,
@@ -181,6 +192,21 @@ pub(crate) struct Started {
 }
 
 impl Started {
+    /// Nothing loaded into the kernel (no probe chosen, or none could be
+    /// prepared): no BPF privilege is needed.
+    fn unloaded(stats: Arc<AgentStats>, missing: Vec<(&'static str, String)>) -> Started {
+        stats.ready.store(true, Relaxed);
+        Started {
+            ebpf: None,
+            kernel: None,
+            stats,
+            running: Vec::new(),
+            programs: Vec::new(),
+            tasks: Vec::new(),
+            missing,
+        }
+    }
+
     /// The probes' collectors, for the agent's registry.
     pub fn collectors(&self) -> impl Iterator<Item = Box<dyn Collector>> + '_ {
         self.running.iter().map(|(_, r)| r.collector())
@@ -201,6 +227,10 @@ pub(crate) fn start_all(opts: &StartOptions, stop: watch::Receiver<bool>) -> Res
     plan.global("FOLLOW_CHILDREN", &u32::from(opts.follow_children));
     plan.global("CGROUP_IDS", &u32::from(opts.attribution.is_some()));
     plan.global("BUCKET_NS", crate::histogram::layout().padded());
+    let wanted: Vec<&'static Probe> = PROBES.into_iter().filter(|p| opts.wants(p)).collect();
+    if wanted.is_empty() && !opts.follow_children {
+        return Ok(Started::unloaded(stats, Vec::new()));
+    }
     // Probes read kernel struct offsets from BTF: parse it once.
     let btf = KernelBtf::read();
     if opts.follow_children {
@@ -215,7 +245,7 @@ pub(crate) fn start_all(opts: &StartOptions, stop: watch::Receiver<bool>) -> Res
     };
     let mut missing = Vec::new();
     let mut chosen = Vec::new();
-    for probe in PROBES.into_iter().filter(|p| opts.wants(p)) {
+    for probe in wanted {
         stats.of(probe.name).enabled.store(true, Relaxed);
         match (probe.prepare)(&prep, &mut plan) {
             Ok(()) => chosen.push(probe),
@@ -224,16 +254,7 @@ pub(crate) fn start_all(opts: &StartOptions, stop: watch::Receiver<bool>) -> Res
     }
     drop(btf);
     if chosen.is_empty() && !opts.follow_children {
-        stats.ready.store(true, Relaxed);
-        return Ok(Started {
-            ebpf: None,
-            kernel: None,
-            stats,
-            running: Vec::new(),
-            programs: Vec::new(),
-            tasks: Vec::new(),
-            missing,
-        });
+        return Ok(Started::unloaded(stats, missing));
     }
     let mut ebpf = crate::bpf::load(&plan)?;
     let kernel = Arc::new(KernelCounters::take(&mut ebpf)?);

@@ -14,13 +14,15 @@ pub(crate) fn spawn<D, L>(
     ring: RingBuf<MapData>,
     interval: Duration,
     mut shutdown: watch::Receiver<bool>,
-    mut drain: D,
+    mut drain_ring: D,
     before_last_drain: L,
 ) -> Result<tokio::task::JoinHandle<()>>
 where
     D: FnMut(&mut RingBuf<MapData>) + Send + 'static,
     L: FnOnce() + Send + 'static,
 {
+    // Every drain, woken or timed, counts as the agent's drain-stage CPU.
+    let mut drain = move |ring: &mut RingBuf<MapData>| measure(Stage::Drain, || drain_ring(ring));
     // SAFETY: the ring's fd is owned by the RingBuf, which the AsyncFd owns.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(std::io::Error::from)
@@ -34,16 +36,16 @@ where
                 guard = ring.readable_mut() => match guard {
                     Ok(mut guard) => {
                         // Drain to empty before clearing: the fd is edge-triggered.
-                        measure(Stage::Drain, || drain(guard.get_inner_mut()));
+                        drain(guard.get_inner_mut());
                         guard.clear_ready();
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "{name} ring buffer poll failed; draining on the timer only");
                         tick.tick().await;
-                        measure(Stage::Drain, || drain(ring.get_mut()));
+                        drain(ring.get_mut());
                     }
                 },
-                _ = tick.tick() => measure(Stage::Drain, || drain(ring.get_mut())),
+                _ = tick.tick() => drain(ring.get_mut()),
             }
         }
         before_last_drain();
