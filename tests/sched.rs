@@ -2,10 +2,7 @@
 //! agent-ebpf/src/sched.rs): contention we create must show up, and bpftrace
 //! running the runqlat algorithm at the same time must count the same waits.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::Duration;
-use tests::{Agent, Exposition, Workload};
+use tests::{Agent, Bpftrace, Exposition, Workload};
 
 const COUNT: &str = "ebpf_agent_runqueue_latency_seconds_count";
 
@@ -85,29 +82,9 @@ fn agrees_with_bpftrace_on_the_number_of_waits() {
         .map(|t| t.parse().unwrap())
         .collect();
     let agent = Agent::start(&["--pid", &w.pid()]);
-    let mut bt = Command::new("bpftrace")
-        .args(["-e", &bpftrace_runqlat(&tids)])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("bpftrace (`cargo xtask setup --test-tools` installs it)");
-    let mut out = BufReader::new(bt.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert!(line.starts_with("Attaching"), "bpftrace said {line:?}");
-    std::thread::sleep(Duration::from_millis(500));
+    let bt = Bpftrace::start(&bpftrace_runqlat(&tids));
     w.go();
-    unsafe { libc::kill(bt.id() as i32, libc::SIGINT) };
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
-    bt.wait().unwrap();
-    let theirs: f64 = rest
-        .lines()
-        .find_map(|l| l.strip_prefix("@n: "))
-        .unwrap_or_else(|| panic!("no @n in bpftrace output: {rest}"))
-        .trim()
-        .parse()
-        .unwrap();
+    let theirs = bt.stop("n");
     let ours = agent.scrape().value(COUNT, &[]);
     assert!(ours >= 100.0, "{ours}");
     let diff = (ours - theirs).abs() / theirs;
