@@ -188,6 +188,14 @@ impl SyscallsBySlot {
 mod tests {
     use super::*;
 
+    /// Each series' key and its number of events.
+    fn counts(a: &SyscallAggregate) -> Vec<(SyscallKey, u64)> {
+        a.series()
+            .into_iter()
+            .map(|(k, s)| (k, s.latency.count()))
+            .collect()
+    }
+
     fn rec(id: u32, latency_ns: u64, errno: u16) -> SyscallRecord {
         SyscallRecord::new(latency_ns, id, errno, 0)
     }
@@ -216,11 +224,7 @@ mod tests {
         for id in [110, 600, 700, 1000, 1000, 110] {
             a.record(&rec(id, 1, 0));
         }
-        let keys: Vec<_> = a
-            .series()
-            .into_iter()
-            .map(|(k, s)| (k, s.latency.count()))
-            .collect();
+        let keys = counts(&a);
         assert_eq!(
             keys,
             vec![
@@ -239,11 +243,7 @@ mod tests {
         for id in [5000, 6000, 5000, 7000, 8000, u32::MAX] {
             a.record(&rec(id, 1, 0));
         }
-        let keys: Vec<_> = a
-            .series()
-            .into_iter()
-            .map(|(k, s)| (k, s.latency.count()))
-            .collect();
+        let keys = counts(&a);
         assert_eq!(
             keys,
             vec![
