@@ -444,3 +444,43 @@ fn json_logs_are_one_object_per_line() {
         "{messages:?}"
     );
 }
+
+/// Budgets whose worst case passes --max-series are refused at start,
+/// naming what to lower (docs/metrics.md, "How many series"), and a reload
+/// that would pass it is rejected, keeping the running budgets.
+#[test]
+fn budgets_past_max_series_are_refused_at_start_and_on_reload() {
+    let (code, stderr) = error_of(&["--max-series", "10000", "--container-labels", "off"], &[]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "these settings allow up to {NODE_WORST} series ({NODE_PARTS}), more than --max-series 10000; lower --container-budget"
+        )),
+        "{stderr}"
+    );
+
+    let addr = local_addr();
+    let config = write(
+        "series.yaml",
+        &format!("listen: {addr}\ncontainer-labels: off\nmax-series: 30000\n"),
+    );
+    let agent = start(command(&["--config", config.to_str().unwrap()], &[]), addr);
+    std::fs::write(
+        &config,
+        format!("listen: {addr}\ncontainer-labels: off\nmax-series: 30000\nunknown-syscall-budget: 1000\n"),
+    )
+    .unwrap();
+    sighup(&agent);
+    let e = agent.scrape_until(Duration::from_secs(10), |e| reloads(e, "failure") == 1.0);
+    assert_eq!(
+        e.get("ebpf_agent_config_last_reload_successful", &[]),
+        Some(0.0)
+    );
+    let stderr = wait_for_log(&agent, "config reload failed");
+    assert!(stderr.contains("more than --max-series 30000"), "{stderr}");
+}
+
+/// The probes' worst case in node mode without container labels, with every
+/// default (docs/metrics.md has the arithmetic).
+const NODE_WORST: u64 = 19_612;
+const NODE_PARTS: &str = "syscalls 19180, tcp 340, sched 26, oom 66";

@@ -6,7 +6,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
-use tests::{Agent, Exposition, Pod, Workload};
+use tests::{Agent, Exposition, Pod, PodLogs, Workload};
 
 fn listener() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -30,20 +30,10 @@ fn syscalls_and_connects_carry_their_pod_and_removed_cgroups_leave_nothing() {
     const N: usize = 20_000;
     const M: usize = 321;
     const K: usize = 9;
-    let logs = std::env::temp_dir().join(format!("kubelet-logs-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&logs);
-    let mut cart = Pod::create(&logs, "shop", "redis", true);
-    let mut front = Pod::create(&logs, "web", "nginx", false);
-    let agent = Agent::start(&[
-        "--container-labels",
-        "on",
-        "--pod-logs",
-        logs.to_str().unwrap(),
-        "--container-retention-secs",
-        "1",
-        "--collectors",
-        "none",
-    ]);
+    let logs = PodLogs::new("pods");
+    let mut cart = Pod::create(logs.path(), "shop", "redis", true);
+    let mut front = Pod::create(logs.path(), "web", "nginx", false);
+    let agent = logs.agent(&["--container-retention-secs", "1"]);
 
     let w = Workload::start(&["syscalls", &N.to_string(), &M.to_string()]);
     cart.enter(&w.pid());
@@ -148,26 +138,15 @@ fn syscalls_and_connects_carry_their_pod_and_removed_cgroups_leave_nothing() {
         !stderr.contains("WARN") && !stderr.contains("ERROR"),
         "removing cgroups must not log problems:\n{stderr}"
     );
-    std::fs::remove_dir_all(&logs).unwrap();
 }
 
 #[test]
 fn budget_folds_extra_pods_into_other_and_counts_them() {
     const N: usize = 5_000;
-    let logs = std::env::temp_dir().join(format!("kubelet-logs-budget-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&logs);
-    let first = Pod::create(&logs, "shop", "redis", true);
-    let second = Pod::create(&logs, "web", "nginx", false);
-    let agent = Agent::start(&[
-        "--container-labels",
-        "on",
-        "--pod-logs",
-        logs.to_str().unwrap(),
-        "--container-budget",
-        "1",
-        "--collectors",
-        "none",
-    ]);
+    let logs = PodLogs::new("budget");
+    let first = Pod::create(logs.path(), "shop", "redis", true);
+    let second = Pod::create(logs.path(), "web", "nginx", false);
+    let agent = logs.agent(&["--container-budget", "1"]);
     for (i, pod) in [&first, &second].into_iter().enumerate() {
         let w = Workload::start(&["syscalls", &N.to_string(), "0"]);
         pod.enter(&w.pid());
@@ -203,23 +182,86 @@ fn budget_folds_extra_pods_into_other_and_counts_them() {
         N as f64
     );
     assert!(e.value("ebpf_agent_series_folded_total", &[("family", "container")]) >= N as f64);
-    std::fs::remove_dir_all(&logs).unwrap();
+}
+
+/// Thirteen pods each calling 524 numbers that name no syscall: each pod's
+/// syscall series stay within --container-syscall-budget (the rest fold
+/// into syscall="other", counted), so the node's series grow by at most the
+/// documented per-container figure per pod (issue: 13 pods once made 198,539
+/// lines per scrape).
+#[test]
+fn a_spray_from_many_pods_stays_within_the_per_container_budget() {
+    const PODS: usize = 13;
+    const FROM: u64 = 500;
+    const TO: u64 = 1024;
+    const BUDGET: usize = 40; // --container-syscall-budget's default
+    // docs/metrics.md: (budget + 1) x (25 histogram samples + count + 17 errno series).
+    const PER_POD_SERIES: usize = (BUDGET + 1) * (25 + 1 + 17);
+    let logs = PodLogs::new("spray");
+    let pods: Vec<Pod> = (0..PODS)
+        .map(|_| Pod::create(logs.path(), "spray", "caller", false))
+        .collect();
+    let agent = logs.agent(&[]);
+    let folded =
+        |e: &Exposition| e.value("ebpf_agent_series_folded_total", &[("family", "syscall")]);
+    let before = folded(&agent.scrape());
+    let workloads: Vec<Workload> = pods
+        .iter()
+        .map(|pod| {
+            let w = Workload::start(&["spray", &FROM.to_string(), &TO.to_string()]);
+            pod.enter(&w.pid());
+            w
+        })
+        .collect();
+    for w in workloads {
+        w.go();
+    }
+    let sprayed = |e: &Exposition, pod: &Pod| -> f64 {
+        e.matching("ebpf_agent_syscalls_total", &pod.labels())
+            .filter(|s| {
+                s.labels["syscall"] == "other"
+                    || s.labels["syscall"]
+                        .parse::<u64>()
+                        .is_ok_and(|nr| (FROM..TO).contains(&nr))
+            })
+            .map(|s| s.value)
+            .sum()
+    };
+    let n = (TO - FROM) as f64;
+    let e = agent.scrape_until(Duration::from_secs(20), |e| {
+        pods.iter().all(|pod| sprayed(e, pod) >= n)
+    });
+    for pod in &pods {
+        let labels = pod.labels();
+        let series: Vec<_> = e.matching("ebpf_agent_syscalls_total", &labels).collect();
+        let kept = series
+            .iter()
+            .filter(|s| s.labels["syscall"] != "other")
+            .count();
+        assert_eq!(kept, BUDGET, "{}: {series:?}", pod.name);
+        let lines = [
+            "ebpf_agent_syscall_latency_seconds_bucket",
+            "ebpf_agent_syscall_latency_seconds_sum",
+            "ebpf_agent_syscall_latency_seconds_count",
+            "ebpf_agent_syscalls_total",
+            "ebpf_agent_syscall_errors_total",
+        ]
+        .iter()
+        .map(|name| e.matching(name, &labels).count())
+        .sum::<usize>();
+        assert!(lines <= PER_POD_SERIES, "{}: {lines} series", pod.name);
+    }
+    // Every pod folded at least the numbers past its budget.
+    let moved = folded(&e) - before;
+    assert!(moved >= PODS as f64 * (n - BUDGET as f64), "folded {moved}");
 }
 
 #[test]
 fn run_queue_waits_carry_the_pod_and_match_a_pid_filtered_agent() {
     const COUNT: &str = "ebpf_agent_runqueue_latency_seconds_count";
-    let logs = std::env::temp_dir().join(format!("kubelet-logs-runq-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&logs);
-    let pod = Pod::create(&logs, "batch", "worker", true);
-    let node = Agent::start(&[
-        "--container-labels",
-        "on",
-        "--pod-logs",
-        logs.to_str().unwrap(),
-        "--collectors",
-        "none",
-    ]);
+    let logs = PodLogs::new("runq");
+    let pod = Pod::create(logs.path(), "batch", "worker", true);
+    let node = logs.agent(&[]);
     // Four threads sharing CPU 1 for a second: hundreds of waits.
     let mut w = Workload::start(&["spin", "4", "1000", "1"]);
     w.line(); // tids
@@ -248,5 +290,4 @@ fn run_queue_waits_carry_the_pod_and_match_a_pid_filtered_agent() {
     eprintln!("run-queue waits: pod series {in_pod}, --pid agent {pinned}");
     let host = e.value(COUNT, &[("namespace", ""), ("pod", ""), ("container", "")]);
     assert!(host > 0.0, "the host's waits keep their own series");
-    std::fs::remove_dir_all(&logs).unwrap();
 }

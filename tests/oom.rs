@@ -5,7 +5,7 @@
 
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
-use tests::{Agent, Bpftrace, Exposition, MemoryCgroup, Pod, Workload};
+use tests::{Agent, Bpftrace, Exposition, MemoryCgroup, Pod, PodLogs, Workload};
 
 const KILLS: &str = "ebpf_agent_oom_kills_total";
 const WORKLOAD: &[(&str, &str)] = &[("command", "workload")];
@@ -89,19 +89,9 @@ fn pid_mode_counts_only_the_target_being_killed() {
 /// The victim's cgroup v2 id is read from its task: its pod's labels, not
 /// those of whoever ran out of memory.
 fn the_victim_carries_its_pod_labels() {
-    let logs = std::env::temp_dir().join(format!("kubelet-logs-oom-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&logs);
-    let mut pod = Pod::create(&logs, "batch", "leaky", false);
-    let agent = Agent::start(&[
-        "--probes",
-        "oom",
-        "--container-labels",
-        "on",
-        "--pod-logs",
-        logs.to_str().unwrap(),
-        "--collectors",
-        "none",
-    ]);
+    let logs = PodLogs::new("oom");
+    let mut pod = Pod::create(logs.path(), "batch", "leaky", false);
+    let agent = logs.agent(&["--probes", "oom"]);
     let cgroup = MemoryCgroup::new("ebpf-agent-test-oom-pod", LIMIT);
     let w = hog(&cgroup);
     pod.enter(&w.pid());
@@ -112,5 +102,4 @@ fn the_victim_carries_its_pod_labels() {
     assert_eq!(e.value(KILLS, &labels), 1.0, "{}", e.text);
     assert_eq!(e.value(KILLS, WORKLOAD), 1.0, "only the pod's series");
     pod.remove();
-    std::fs::remove_dir_all(&logs).unwrap();
 }

@@ -109,6 +109,18 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 64)]
     pub unknown_syscall_budget: usize,
 
+    /// Distinct syscalls (named or not) each container's label set keeps as
+    /// its own series, before further ones are folded into syscall="other".
+    /// The host's series keep every named syscall.
+    #[arg(long, default_value_t = 40)]
+    pub container_syscall_budget: usize,
+
+    /// The most series the probes' budgets may allow, worst case
+    /// (docs/metrics.md, "How many series"): settings past it are refused at
+    /// start and on reload, naming what to lower.
+    #[arg(long, value_name = "N", default_value_t = 2_000_000)]
+    pub max_series: u64,
+
     /// eBPF probes to run, comma separated (the possible values below, from
     /// the probe table); `none` runs only the /proc collectors.
     #[arg(long, value_delimiter = ',', default_value = crate::probes::all_names(),

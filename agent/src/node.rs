@@ -35,6 +35,16 @@ pub async fn run(config: Loaded) -> Result<()> {
         .containers
         .resolve(&args.collectors.sysfs, &args.collectors.rootfs)?
         .map(|opts| Arc::new(k8s::Attribution::new(opts)));
+    // Container label sets: the budget plus the shared "other".
+    let label_sets = match &attribution {
+        Some(_) => args.containers.container_budget as u64 + 1,
+        None => 0,
+    };
+    let worst = probes::series::check_run(&args, label_sets)?;
+    tracing::debug!(
+        "at most {worst} series from the probes (--max-series {})",
+        args.max_series
+    );
     // Bind first: a busy port should fail before anything touches the kernel.
     let listener = http::bind(args.listen, "--listen").await?;
     let health = match args.health_listen {
@@ -63,6 +73,7 @@ pub async fn run(config: Loaded) -> Result<()> {
             hdr_precision: 0,
             flush_interval: Duration::from_millis(args.flush_interval_ms),
             unknown_syscall_budget: args.unknown_syscall_budget,
+            container_syscall_budget: args.container_syscall_budget,
             tcp_destination_budget: args.tcp_destination_budget,
             probes: args.probes.clone(),
             attribution: attribution.clone(),
@@ -97,6 +108,7 @@ pub async fn run(config: Loaded) -> Result<()> {
     let live = reload::Live {
         node,
         probes: running.into_iter().map(|(_, r)| r).collect(),
+        label_sets,
     };
     tokio::spawn(reload::run(hangup, config, live, reloads, stop_rx.clone()));
     let url = endpoint.url();

@@ -106,6 +106,10 @@ pub const LIVE: &[LiveKey] = &[
         take: |to, from| to.unknown_syscall_budget = from.unknown_syscall_budget,
     },
     LiveKey {
+        key: "container-syscall-budget",
+        take: |to, from| to.container_syscall_budget = from.container_syscall_budget,
+    },
+    LiveKey {
         key: "tcp-destination-budget",
         take: |to, from| to.tcp_destination_budget = from.tcp_destination_budget,
     },
@@ -150,6 +154,9 @@ pub(crate) struct Live {
     pub node: NodeSet,
     /// The running probes: each takes its live keys (budgets).
     pub probes: Vec<Box<dyn Running>>,
+    /// Container label sets that can have series (0 without container
+    /// labels): budgets are checked against `--max-series` with it.
+    pub label_sets: u64,
 }
 
 /// `ebpf_agent_config_*`, as Prometheus exports about its own config.
@@ -249,15 +256,13 @@ fn apply(running: &mut Loaded, new: Loaded, live: &mut Live) -> Result<(), Strin
         changes.into_iter().partition(|c| is_live(&c.key));
     let mut args = running.args.clone();
     take_live(&mut args, &new.args);
-    // The one step that can fail goes first, so a failure changes nothing.
+    // The steps that can fail go first, so a failure changes nothing.
+    crate::probes::series::check_run(&args, live.label_sets).map_err(|e| format!("{e:#}"))?;
     let collectors = live
         .node
         .reconfigure(&args.collectors)
         .map_err(|e| format!("{e:#}"))?;
-    let budgets = crate::probes::Budgets {
-        unknown_syscall: args.unknown_syscall_budget,
-        tcp_destination: args.tcp_destination_budget,
-    };
+    let budgets = crate::probes::Budgets::of(&args);
     for probe in &live.probes {
         probe.reload(&budgets);
     }

@@ -17,6 +17,6 @@ pub mod web;
 pub use agent::{Agent, agent_bin, require_root, wait_ready};
 pub use exposition::{Exposition, Sample};
 pub use http::{HttpResponse, free_port, http_get, http_get_accept};
-pub use pod::Pod;
+pub use pod::{Pod, PodLogs};
 pub use process::{MemoryCgroup, Workload, cgroup2_root, workload_bin};
 pub use tools::{Bpftrace, openmetrics_check, promtool_check};

@@ -109,3 +109,36 @@ impl Drop for Pod {
         }
     }
 }
+
+/// A kubelet-style log root for fake pods, fresh under the temp dir and
+/// removed on drop.
+pub struct PodLogs(PathBuf);
+
+impl PodLogs {
+    /// `tag` keeps tests' roots apart.
+    pub fn new(tag: &str) -> PodLogs {
+        let path = std::env::temp_dir().join(format!("kubelet-logs-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        PodLogs(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// `agent run` with container labels from these pods, no /proc
+    /// collectors, and `extra` arguments.
+    pub fn agent(&self, extra: &[&str]) -> crate::Agent {
+        let logs = self.0.to_str().unwrap();
+        let mut args = vec!["--container-labels", "on", "--pod-logs", logs];
+        args.extend_from_slice(&["--collectors", "none"]);
+        args.extend_from_slice(extra);
+        crate::Agent::start(&args)
+    }
+}
+
+impl Drop for PodLogs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

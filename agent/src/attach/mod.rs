@@ -73,6 +73,7 @@ pub async fn run(args: AttachArgs) -> Result<()> {
             hdr_precision: args.hdr_precision,
             flush_interval: FLUSH_INTERVAL,
             unknown_syscall_budget: 64,
+            container_syscall_budget: 64,
             tcp_destination_budget: 50,
             probes: PROBES.iter().map(|p| p.name.to_string()).collect(),
             attribution: None,

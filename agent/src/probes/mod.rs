@@ -7,6 +7,7 @@ mod oom;
 mod program;
 mod ring_drain;
 pub(crate) mod sched;
+pub(crate) mod series;
 pub(crate) mod stats;
 pub(crate) mod syscalls;
 pub(crate) mod tcp;
@@ -51,6 +52,8 @@ pub(crate) struct Probe {
     pub prepare: fn(&Prepare<'_>, &mut LoadPlan) -> Result<()>,
     /// After loading: attach its programs, spawn its drain tasks.
     pub start: fn(&mut Ebpf, &mut Start<'_>) -> Result<Box<dyn Running>>,
+    /// The most series it can export (docs/metrics.md, "How many series").
+    pub series: fn(&series::SeriesInputs) -> series::Series,
     /// Its section of the attach view, drawn from the snapshot (None: it
     /// shows nothing there).
     pub render: Option<fn(&mut String, &Snapshot)>,
@@ -112,7 +115,18 @@ pub(crate) trait Running: Send + Sync {
 /// The probes' settings that SIGHUP may change (their label budgets).
 pub(crate) struct Budgets {
     pub unknown_syscall: usize,
+    pub container_syscall: usize,
     pub tcp_destination: usize,
+}
+
+impl Budgets {
+    pub(crate) fn of(args: &crate::cli::RunArgs) -> Budgets {
+        Budgets {
+            unknown_syscall: args.unknown_syscall_budget,
+            container_syscall: args.container_syscall_budget,
+            tcp_destination: args.tcp_destination_budget,
+        }
+    }
 }
 
 /// A probe's part of `agent attach` (docs/attach.md): fills its fields of
@@ -160,6 +174,8 @@ pub(crate) struct StartOptions {
     pub hdr_precision: u8,
     pub flush_interval: Duration,
     pub unknown_syscall_budget: usize,
+    /// Distinct syscalls each container's series may name (`other` beyond).
+    pub container_syscall_budget: usize,
     pub tcp_destination_budget: usize,
     /// Which probes to start (`--probes` names).
     pub probes: Vec<String>,

@@ -78,6 +78,7 @@ fn live(args: &RunArgs) -> (Registry, Live) {
     let live = Live {
         node,
         probes: Vec::new(),
+        label_sets: 0,
     };
     (r, live)
 }

@@ -5,6 +5,7 @@
 mod aggregate;
 mod metrics;
 
+use super::series::{Series, SeriesInputs};
 use super::{Loss, Prepare, Probe, Running, Start, lock};
 use crate::bpf::LoadPlan;
 use crate::k8s::{Attribution, Slot};
@@ -30,6 +31,7 @@ pub(crate) const PROBE: Probe = Probe {
     ],
     prepare,
     start,
+    series,
     render: None,
 };
 
@@ -37,6 +39,15 @@ pub(crate) const PROBE: Probe = Probe {
 /// gained `comm`, which is how this kernel's BTF tells): then its pid, name
 /// and cgroup are read from the task at BTF offsets. Before, it passes the
 /// pid only (also assumed without BTF).
+/// Kills by command (the budget and "other") per label set, and the folded count.
+fn series(_: &SeriesInputs) -> Series {
+    let commands = aggregate::COMMAND_BUDGET as u64 + 1;
+    Series {
+        host: commands + 1,
+        per_container: commands,
+    }
+}
+
 fn prepare(p: &Prepare<'_>, plan: &mut LoadPlan) -> Result<()> {
     let has_task = p.btf.is_ok_and(|btf| {
         btf.member_offset("trace_event_raw_mark_victim", "__data_loc_comm")

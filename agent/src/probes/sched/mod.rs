@@ -7,6 +7,7 @@ mod cgroups;
 mod metrics;
 pub(crate) mod view;
 
+use super::series::{Series, SeriesInputs};
 use super::{Loss, Prepare, Probe, Running, Start};
 use crate::bpf::{self, KernelCounters, LoadPlan};
 use agent_common::counters;
@@ -29,8 +30,17 @@ pub(crate) const PROBE: Probe = Probe {
     losses: &[("task_read_failed", Loss::Kernel(counters::RUNQ_READ_FAILED))],
     prepare,
     start,
+    series,
     render: Some(view::render),
 };
+
+/// One histogram per label set, and the map-full count.
+fn series(i: &SeriesInputs) -> Series {
+    Series {
+        host: i.histogram + 1,
+        per_container: i.histogram,
+    }
+}
 
 fn prepare(p: &Prepare<'_>, plan: &mut LoadPlan) -> Result<()> {
     plan.global("TASK_OFFSETS", &crate::btf::task_offsets(p.btf)?);

@@ -29,6 +29,14 @@ fn known() -> &'static [bool; DENSE] {
     &KNOWN
 }
 
+/// Distinct errnos one syscall series keeps; later ones count under errno
+/// "other" (key [`ERRNO_OTHER`]), so one series has at most this + 1 error
+/// series whatever the process does.
+pub const ERRNO_BUDGET: usize = 16;
+
+/// The errno key of the folded `errno="other"` series (0 is never an errno).
+pub const ERRNO_OTHER: u16 = 0;
+
 #[derive(Debug, Clone)]
 pub struct SyscallStats {
     pub latency: LatencyHistogram,
@@ -44,16 +52,33 @@ impl SyscallStats {
         }
     }
 
+    /// Returns whether the errno was folded into `errno="other"`.
     #[inline]
-    fn record(&mut self, rec: &SyscallRecord) {
+    fn record(&mut self, rec: &SyscallRecord) -> bool {
         self.latency.record(rec.latency_ns());
         let errno = rec.errno();
-        if errno != 0 {
-            match self.errors.iter_mut().find(|(e, _)| *e == errno) {
-                Some((_, n)) => *n += 1,
-                None => self.errors.push((errno, 1)),
-            }
+        if errno == 0 {
+            return false;
         }
+        if let Some((_, n)) = self.errors.iter_mut().find(|(e, _)| *e == errno) {
+            *n += 1;
+            return false;
+        }
+        let kept = self
+            .errors
+            .iter()
+            .filter(|(e, _)| *e != ERRNO_OTHER)
+            .count();
+        let (key, folded) = if kept < ERRNO_BUDGET {
+            (errno, false)
+        } else {
+            (ERRNO_OTHER, true)
+        };
+        match self.errors.iter_mut().find(|(e, _)| *e == key) {
+            Some((_, n)) => *n += 1,
+            None => self.errors.push((key, 1)),
+        }
+        folded
     }
 
     pub fn error_count(&self) -> u64 {
@@ -76,8 +101,13 @@ pub struct SyscallAggregate {
     dense: Vec<Option<Box<SyscallStats>>>,
     sparse: HashMap<u32, SyscallStats>,
     sparse_budget: usize,
+    /// Distinct syscalls (named or not) kept as their own series, when
+    /// bounded: containers' aggregates are (`--container-syscall-budget`),
+    /// the host's is not.
+    kept_budget: Option<usize>,
+    kept: usize,
     other: Option<SyscallStats>,
-    /// Events recorded under `other` because the budget was spent.
+    /// Events recorded under `other` (syscall or errno) because a budget was spent.
     folded_events: u64,
 }
 
@@ -90,9 +120,21 @@ impl SyscallAggregate {
             dense: (0..DENSE).map(|_| None).collect(),
             sparse: HashMap::new(),
             sparse_budget,
+            kept_budget: None,
+            kept: 0,
             other: None,
             folded_events: 0,
         }
+    }
+
+    /// Also bounds the distinct syscalls, named ones included, to `budget`.
+    pub fn bounded(mut self, budget: usize) -> Self {
+        self.kept_budget = Some(budget);
+        self
+    }
+
+    fn has_room(&self) -> bool {
+        self.kept_budget.is_none_or(|b| self.kept < b)
     }
 
     /// Changes the budget for numbers not seen yet; series already kept stay.
@@ -104,18 +146,30 @@ impl SyscallAggregate {
     pub fn record(&mut self, rec: &SyscallRecord) {
         let precision = self.precision;
         let id = rec.id as usize;
-        let stats = if id < DENSE && self.known[id] {
-            self.dense[id].get_or_insert_with(|| Box::new(SyscallStats::new(precision)))
-        } else if self.sparse.contains_key(&rec.id) || self.sparse.len() < self.sparse_budget {
-            self.sparse
-                .entry(rec.id)
-                .or_insert_with(|| SyscallStats::new(precision))
+        let known = id < DENSE && self.known[id];
+        let room = self.has_room();
+        let stats = if known && (room || self.dense[id].is_some()) {
+            let slot = &mut self.dense[id];
+            if slot.is_none() {
+                self.kept += 1;
+            }
+            slot.get_or_insert_with(|| Box::new(SyscallStats::new(precision)))
+        } else if !known
+            && (self.sparse.contains_key(&rec.id)
+                || (room && self.sparse.len() < self.sparse_budget))
+        {
+            self.sparse.entry(rec.id).or_insert_with(|| {
+                self.kept += 1;
+                SyscallStats::new(precision)
+            })
         } else {
             self.folded_events += 1;
             self.other
                 .get_or_insert_with(|| SyscallStats::new(precision))
         };
-        stats.record(rec);
+        if stats.record(rec) {
+            self.folded_events += 1;
+        }
     }
 
     /// Every series with at least one event, in a stable order.
@@ -151,36 +205,59 @@ impl SyscallAggregate {
 }
 
 /// Syscall aggregates per container. The host's keeps HDR percentiles (the
-/// attach view reads them); containers' export exact buckets only.
-pub type SyscallsBySlot = BySlot<SyscallAggregate>;
+/// attach view reads them) and every named syscall; containers' export exact
+/// buckets only, for at most `container_budget` distinct syscalls each.
+#[derive(Debug)]
+pub struct SyscallsBySlot {
+    slots: BySlot<SyscallAggregate>,
+    unknown_budget: usize,
+    container_budget: usize,
+}
+
+impl std::ops::Deref for SyscallsBySlot {
+    type Target = BySlot<SyscallAggregate>;
+    fn deref(&self) -> &Self::Target {
+        &self.slots
+    }
+}
 
 impl SyscallsBySlot {
     /// Creates the host entry, so the host has series even before events.
-    pub fn with_host(precision: u8, unknown_budget: usize) -> Self {
-        let mut s = BySlot::default();
-        s.entry(Slot::HOST, || {
+    pub fn with_host(precision: u8, unknown_budget: usize, container_budget: usize) -> Self {
+        let mut slots = BySlot::default();
+        slots.entry(Slot::HOST, || {
             SyscallAggregate::new(precision, unknown_budget)
         });
-        s
+        SyscallsBySlot {
+            slots,
+            unknown_budget,
+            container_budget,
+        }
     }
 
     #[inline]
     pub fn record(&mut self, slot: Slot, rec: &SyscallRecord) {
-        let budget = self.host().map_or(0, |h| h.sparse_budget);
-        self.entry(slot, || SyscallAggregate::new(0, budget))
+        let (unknown, bound) = (self.unknown_budget, self.container_budget);
+        self.slots
+            .entry(slot, || SyscallAggregate::new(0, unknown).bounded(bound))
             .record(rec);
     }
 
-    /// A new unknown-syscall budget for every slot (new series only).
-    pub fn set_budget(&mut self, budget: usize) {
-        for a in self.values_mut() {
-            a.set_budget(budget);
+    /// New budgets for every slot (new series only).
+    pub fn set_budgets(&mut self, unknown: usize, container: usize) {
+        self.unknown_budget = unknown;
+        self.container_budget = container;
+        for a in self.slots.values_mut() {
+            a.set_budget(unknown);
+            if a.kept_budget.is_some() {
+                a.kept_budget = Some(container);
+            }
         }
     }
 
-    /// Events folded into syscall="other", over every slot.
+    /// Events folded into syscall="other" or errno="other", over every slot.
     pub fn folded_events(&self) -> u64 {
-        self.iter().map(|(_, a)| a.folded_events()).sum()
+        self.slots.iter().map(|(_, a)| a.folded_events()).sum()
     }
 }
 
@@ -269,7 +346,7 @@ mod tests {
             index: 2,
             generation: 0,
         };
-        let mut s = SyscallsBySlot::with_host(2, 4);
+        let mut s = SyscallsBySlot::with_host(2, 4, 8);
         s.record(Slot::HOST, &rec(110, 1, 0));
         s.record(c, &rec(110, 1, 0));
         s.record(c, &rec(110, 1, 0));

@@ -1,7 +1,7 @@
 //! The syscall probe's metric families: latency histograms, counts, errors
 //! by errno, and what the series budgets folded.
 
-use super::aggregate::{SyscallKey, SyscallsBySlot};
+use super::aggregate::{ERRNO_OTHER, SyscallKey, SyscallsBySlot};
 use super::names;
 use crate::k8s::Attribution;
 use crate::probes::lock;
@@ -22,6 +22,13 @@ fn label(key: SyscallKey) -> Cow<'static, str> {
     match key {
         SyscallKey::Id(id) => names::syscall(id),
         SyscallKey::Other => Cow::Borrowed("other"),
+    }
+}
+
+fn errno_label(errno: u16) -> Cow<'static, str> {
+    match errno {
+        ERRNO_OTHER => Cow::Borrowed("other"),
+        e => names::errno(e),
     }
 }
 
@@ -69,7 +76,7 @@ impl Collector for SyscallCollector {
         for (labels, s) in &series {
             for &(errno, n) in &s.errors {
                 let mut labels = labels.clone();
-                labels.push(("errno", names::errno(errno)));
+                labels.push(("errno", errno_label(errno)));
                 m.encode_family(&labels)?
                     .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
             }

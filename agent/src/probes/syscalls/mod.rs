@@ -16,6 +16,7 @@ pub(crate) mod view;
 
 use aggregate::SyscallsBySlot;
 
+use super::series::{Series, SeriesInputs};
 use super::{Loss, Prepare, Probe, Running, Start, lock};
 use crate::bpf::{self, LoadPlan};
 use crate::k8s::{Attribution, Slot};
@@ -52,8 +53,25 @@ pub(crate) const PROBE: Probe = Probe {
     ],
     prepare,
     start,
+    series,
     render: Some(view::render),
 };
+
+/// Per syscall series: the histogram, the count, errors by errno (the budget
+/// and "other"). The host names every syscall plus the unknown budget; a
+/// container at most its budget; both may have "other".
+fn series(i: &SeriesInputs) -> Series {
+    let per_key = i.histogram + 1 + aggregate::ERRNO_BUDGET as u64 + 1;
+    let named = syscall_table::NAMES.len() as u64;
+    Series {
+        // + series_folded{family="syscall"|"container"}
+        host: (named.saturating_add(i.unknown_syscall) + 1).saturating_mul(per_key) + 2,
+        per_container: i
+            .container_syscall
+            .saturating_add(1)
+            .saturating_mul(per_key),
+    }
+}
 
 fn prepare(p: &Prepare<'_>, plan: &mut LoadPlan) -> Result<()> {
     // The kernel forces a wakeup once a quarter of the ring is waiting.
@@ -67,6 +85,7 @@ fn start(ebpf: &mut Ebpf, s: &mut Start<'_>) -> Result<Box<dyn Running>> {
     let agg = Arc::new(Mutex::new(SyscallsBySlot::with_host(
         s.opts.hdr_precision,
         s.opts.unknown_syscall_budget,
+        s.opts.container_syscall_budget,
     )));
     let attached = attach(ebpf)?;
     s.tasks.push(spawn(
@@ -97,7 +116,7 @@ impl Running for Syscalls {
     }
 
     fn reload(&self, budgets: &super::Budgets) {
-        lock(&self.agg).set_budget(budgets.unknown_syscall);
+        lock(&self.agg).set_budgets(budgets.unknown_syscall, budgets.container_syscall);
     }
 
     fn attach_view(&self) -> Option<Box<dyn super::AttachView>> {

@@ -131,7 +131,7 @@ mod tests {
 
     #[test]
     fn rates_are_per_interval_and_rows_busiest_first() {
-        let agg = Arc::new(Mutex::new(SyscallsBySlot::with_host(2, 4)));
+        let agg = Arc::new(Mutex::new(SyscallsBySlot::with_host(2, 4, 8)));
         let rec = |id, errno| SyscallRecord::new(1_000, id, errno, 0);
         for _ in 0..3 {
             lock(&agg).record(Slot::HOST, &rec(110, 0));

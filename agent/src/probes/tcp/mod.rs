@@ -7,6 +7,7 @@ mod aggregate;
 mod metrics;
 pub(crate) mod view;
 
+use super::series::{Series, SeriesInputs};
 use super::{Loss, Prepare, Probe, Running, Start, lock};
 use crate::bpf::LoadPlan;
 use crate::k8s::cgroupfs::low32;
@@ -41,11 +42,23 @@ pub(crate) const PROBE: Probe = Probe {
     ],
     prepare,
     start,
+    series,
     render: Some(view::render),
 };
 
 /// The classic tracepoint's records are read at this kernel's offsets
 /// (tracefs), so they are found before the object loads.
+/// The latency histogram and outcomes per label set; destinations x outcomes,
+/// the folded count, accepts and in-flight node-wide.
+fn series(i: &SeriesInputs) -> Series {
+    let outcomes = aggregate::Outcome::ALL.len() as u64;
+    let per_set = i.histogram + outcomes;
+    Series {
+        host: per_set + i.tcp_destination.saturating_add(1).saturating_mul(outcomes) + 3,
+        per_container: per_set,
+    }
+}
+
 fn prepare(p: &Prepare<'_>, plan: &mut LoadPlan) -> Result<()> {
     let tracefs = crate::tracefs::ensure_mounted()?;
     plan.global("TCP_OFFSETS", &offsets(&tracefs, p.btf)?);
