@@ -71,7 +71,13 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     };
     let start = unsafe { *slot };
     if start == 0 {
-        counters::add(SYSCALL_EXIT_WITHOUT_ENTER, 1);
+        // A new thread's or process's first return, from clone/fork in the
+        // child, has no entry on its side: not a lost syscall (the parent's
+        // is counted), so not counted as one.
+        let ret: i64 = ctx.arg(1);
+        if ret != 0 || !is_fork(&ctx) {
+            counters::add(SYSCALL_EXIT_WITHOUT_ENTER, 1);
+        }
         return 0;
     }
     unsafe { *slot = 0 };
@@ -95,6 +101,14 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
         cgroup::current() as u32,
     ));
     0
+}
+
+/// The syscall returning is clone, fork, vfork or clone3 (x86_64 numbers).
+#[inline(always)]
+fn is_fork(ctx: &RawTracePointContext) -> bool {
+    let regs: *const u8 = ctx.arg(0);
+    let id = unsafe { bpf_probe_read_kernel(regs.add(PT_REGS_ORIG_AX) as *const u64) };
+    matches!(id, Ok(56..=58 | 435))
 }
 
 #[inline(always)]

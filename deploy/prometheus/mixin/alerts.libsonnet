@@ -34,8 +34,8 @@
           {
             // Any loss, sustained: rate over 5m stays above 0 for 10m only if events were
             // lost in more than one 5-minute stretch, so a one-off burst (a ring buffer briefly
-            // full) does not page. exit_without_enter is left out: it grows with every new
-            // thread, and EbpfAgentSyscallExitsUnmatched covers it.
+            // full) does not page. exit_without_enter is left out: syscalls blocked before the
+            // probe attached trickle in long after start, and EbpfAgentSyscallExitsUnmatched covers it.
             alert: 'EbpfAgentEventsDropped',
             expr: |||
               sum by (job, instance, probe, stage) (
@@ -50,23 +50,21 @@
             },
           },
           {
-            // Every new thread or process returns from clone/fork once without having entered
-            // it, so these track node_forks_total; a few hundred more at start-up are normal
-            // (syscalls blocked before the probe attached). A steady rate beyond the forks means
-            // syscall entries are being lost. Needs the cpu collector (node_forks_total).
+            // A few hundred at start-up are normal (syscalls blocked before the probe attached,
+            // returning later); new threads' first returns from clone/fork are not counted. A
+            // steady rate means syscall entries are being lost.
             alert: 'EbpfAgentSyscallExitsUnmatched',
             expr: |||
               sum by (job, instance) (
                 rate(ebpf_agent_events_dropped_total{%(selector)s, stage="exit_without_enter"}[5m])
               )
-              - sum by (job, instance) (rate(node_forks_total{%(selector)s}[5m]))
               > %(unmatchedExitsPerSecond)g
             ||| % c,
             'for': c.unmatchedExitsFor,
             labels: { severity: 'warning' },
             annotations: {
               summary: 'ebpf-agent sees syscall exits without entries.',
-              description: "{{ $labels.instance }} sees {{ printf \"%.2f\" $value }} syscall exits/s without their entry beyond the new threads' first returns: those syscalls are not counted.",
+              description: "{{ $labels.instance }} sees {{ printf \"%.2f\" $value }} syscall exits/s without their entry: those syscalls are not counted.",
             },
           },
           {

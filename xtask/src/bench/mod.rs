@@ -9,6 +9,7 @@
 
 mod sched;
 mod scrape;
+mod soak;
 mod syscalls;
 mod tcp;
 
@@ -38,6 +39,10 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 2_000_000, value_parser = clap::value_parser!(u64).range(1000..))]
     pub calls: u64,
 
+    /// Soak: how long the mixed load runs, in minutes.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub minutes: u64,
+
     /// CPU the workload thread is pinned to (default: the last one we may use).
     #[arg(long)]
     pub cpu: Option<usize>,
@@ -53,6 +58,8 @@ pub enum Benchmark {
     Sched,
     /// Loopback connect rate and connect() latency with and without the agent, and its memory.
     Tcp,
+    /// The agent's memory, minute by minute, over a long run under mixed load.
+    Soak,
 }
 
 pub fn bench(args: BenchArgs) -> Result<()> {
@@ -61,6 +68,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         Benchmark::Scrape => scrape::run(&args),
         Benchmark::Sched => sched::run(&args),
         Benchmark::Tcp => tcp::run(&args),
+        Benchmark::Soak => soak::run(&args),
     }
 }
 
