@@ -35,6 +35,8 @@ pub async fn run(config: Loaded) -> Result<()> {
         .containers
         .resolve(&args.collectors.sysfs, &args.collectors.rootfs)?
         .map(|opts| Arc::new(k8s::Attribution::new(opts)));
+    // A bad push URL, TLS file or queue directory fails before the kernel is touched.
+    let push = crate::push::Push::new(&args.push)?;
     // Bind first: a busy port should fail before anything touches the kernel.
     let listener = http::bind(args.listen, "--listen").await?;
     let health = match args.health_listen {
@@ -84,6 +86,13 @@ pub async fn run(config: Loaded) -> Result<()> {
         crate::privileges::registry(),
         endpoint.registry(),
     ];
+    let registries = Arc::new(match &push {
+        Some(p) => registries.into_iter().chain([p.registry()]).collect(),
+        None => registries,
+    });
+    if let Some(p) = push {
+        p.spawn(registries.clone(), stop_rx.clone());
+    }
     let probes::Started {
         ebpf,
         stats,
