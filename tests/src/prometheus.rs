@@ -26,6 +26,8 @@ pub struct Settings<'a> {
     /// The YAML list under `scrape_configs:` instead of the plain job for
     /// `target` (e.g. https with tls_config and basic_auth).
     pub scrape_configs: Option<String>,
+    /// More command-line flags, e.g. `--web.enable-remote-write-receiver`.
+    pub extra_args: Vec<String>,
 }
 
 impl Settings<'_> {
@@ -36,13 +38,24 @@ impl Settings<'_> {
             interval: "1s",
             rule_files: Vec::new(),
             scrape_configs: None,
+            extra_args: Vec::new(),
+        }
+    }
+
+    /// A receiver of remote writes that scrapes nothing.
+    pub fn remote_write_receiver() -> Settings<'static> {
+        Settings {
+            scrape_configs: Some("  []\n".to_string()),
+            extra_args: vec!["--web.enable-remote-write-receiver".to_string()],
+            ..Settings::every_second(SocketAddr::from(([127, 0, 0, 1], 9)))
         }
     }
 }
 
 /// A running Prometheus, killed and its directory removed on drop.
 pub struct Prometheus {
-    child: Child,
+    child: Option<Child>,
+    args: Vec<String>,
     pub addr: SocketAddr,
     pub dir: PathBuf,
 }
@@ -83,14 +96,33 @@ impl Prometheus {
         std::fs::write(&config_path, config).unwrap();
         promtool(&["check", "config", config_path.to_str().unwrap()]);
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+        let mut args = vec![
+            format!("--config.file={}", config_path.display()),
+            format!("--storage.tsdb.path={}", dir.join("data").display()),
+            format!("--web.listen-address={addr}"),
+        ];
+        args.extend(settings.extra_args.iter().cloned());
+        let mut p = Prometheus {
+            child: None,
+            args,
+            addr,
+            dir,
+        };
+        p.run();
+        p
+    }
+
+    /// Starts the server (again, on the same storage) and waits until
+    /// /-/ready answers 200.
+    pub fn run(&mut self) {
+        assert!(self.child.is_none(), "prometheus is running already");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("prometheus.log"))
+            .unwrap();
         let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -99,21 +131,30 @@ impl Prometheus {
                     "cannot start prometheus ({e}): `cargo xtask setup --test-tools` installs it"
                 )
             });
-        let mut p = Prometheus { child, addr, dir };
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(status) = p.child.try_wait().unwrap() {
-                panic!("prometheus exited at start-up ({status}):\n{}", p.log());
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("prometheus exited at start-up ({status}):\n{}", self.log());
             }
-            if http_get(addr, "/-/ready").is_ok_and(|r| r.status == 200) {
-                return p;
+            if http_get(self.addr, "/-/ready").is_ok_and(|r| r.status == 200) {
+                return;
             }
             assert!(
                 Instant::now() < deadline,
                 "prometheus not ready in 30 s:\n{}",
-                p.log()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops the server (SIGTERM, as an operator would), keeping its storage
+    /// for [`Prometheus::run`].
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
         }
     }
 
@@ -148,6 +189,24 @@ impl Prometheus {
     pub fn value(&self, expr: &str) -> Option<f64> {
         let series = self.query(expr).ok()?;
         series.first()?["value"][1].as_str()?.parse().ok()
+    }
+
+    /// The raw samples of `selector` over the last `secs` seconds, as
+    /// (Unix time, value), oldest first, of its first series.
+    pub fn samples(&self, selector: &str, secs: u64) -> Vec<(f64, f64)> {
+        let series = self
+            .query(&format!("{selector}[{secs}s]"))
+            .unwrap_or_else(|e| panic!("{selector}: {e}"));
+        let Some(values) = series.first().and_then(|s| s["values"].as_array()) else {
+            return Vec::new();
+        };
+        values
+            .iter()
+            .map(|v| {
+                let t = v[0].as_f64().unwrap();
+                (t, v[1].as_str().unwrap().parse().unwrap())
+            })
+            .collect()
     }
 
     /// Waits until `expr`'s value is `want`, up to `timeout`; the last value.
@@ -208,8 +267,10 @@ impl Prometheus {
 
 impl Drop for Prometheus {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
