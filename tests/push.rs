@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 use tests::prometheus::{Prometheus, Settings};
+use tests::web::{Scratch, bcrypt_hash, make_pki, promtool_check_web_config};
 use tests::{Agent, Exposition, Receiver, Workload, free_port};
 
 const GETPPID: &str = r#"ebpf_agent_syscalls_total{syscall="getppid",instance="push-test"}"#;
@@ -171,23 +172,29 @@ fn remote_write_reaches_prometheus_through_an_outage_and_an_agent_restart() {
     );
 }
 
-/// `--remote-write-url` to the test receiver on `addr`, with a bearer token and a header.
-fn start_against(addr: SocketAddr, extra: &[&str]) -> (Agent, Workload, TempDir) {
+/// An agent tracing an idle workload and pushing to `url` every second.
+fn start_pushing(url: &str, extra: &[&str]) -> (Agent, Workload) {
     let w = Workload::start(&["bursts"]);
     let pid = w.pid();
+    (Agent::start(&push_args(&pid, url, extra)), w)
+}
+
+/// `--remote-write-url` to the test receiver on `addr`, with a bearer token and a header.
+fn start_against(addr: SocketAddr, extra: &[&str]) -> (Agent, Workload, TempDir) {
     let url = format!("http://{addr}/api/v1/write");
     let dir = TempDir::new(&format!("auth-{}", addr.port()));
     let token = dir.0.join("token");
     std::fs::write(&token, "s3cret\n").unwrap();
     let token = token.to_str().unwrap().to_string();
-    let mut args = push_args(&pid, &url, extra);
+    let mut args = extra.to_vec();
     args.extend_from_slice(&[
         "--push-bearer-token-file",
         &token,
         "--push-header",
         "X-Scope-OrgID: team-a",
     ]);
-    (Agent::start(&args), w, dir)
+    let (agent, w) = start_pushing(&url, &args);
+    (agent, w, dir)
 }
 
 #[test]
@@ -353,4 +360,109 @@ fn queue_dir_drops_the_oldest_past_its_bound_and_recovers_from_a_torn_write() {
     let corrupt = metric(&e, "ebpf_agent_push_queue_corrupt_bytes_total", &[]);
     assert!(corrupt > 0.0 && corrupt < MAX as f64, "{corrupt}");
     assert!(receiver.received().len() as f64 >= backlog + 1.0);
+}
+
+#[test]
+fn remote_write_over_mutual_tls_with_basic_auth_to_prometheus() {
+    let pki = Scratch::new("push-tls");
+    make_pki(&pki.0);
+    let p = |f: &str| pki.path(f).to_str().unwrap().to_string();
+    let web = pki.write(
+        "web.yml",
+        &format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\n  client_ca_file: {}\n  \
+             client_auth_type: RequireAndVerifyClientCert\nbasic_auth_users:\n  agent: {}\n",
+            p("server.crt"),
+            p("server.key"),
+            p("ca.crt"),
+            bcrypt_hash("pushpw")
+        ),
+    );
+    promtool_check_web_config(&web);
+    let password = pki.write("password", "pushpw\n");
+    let wrong = pki.write("wrong", "nope\n");
+    let prometheus = Prometheus::start(&Settings {
+        tls_web_config: Some(web),
+        ..Settings::remote_write_receiver()
+    });
+    let url = format!("https://{}/api/v1/write", prometheus.addr);
+    let (ca, cert, key) = (p("ca.crt"), p("client.crt"), p("client.key"));
+    let tls = [
+        "--push-ca-file",
+        &ca,
+        "--push-cert-file",
+        &cert,
+        "--push-key-file",
+        &key,
+    ];
+    let with_password = |file: &Path| {
+        let mut args = tls.to_vec();
+        let file = file.to_str().unwrap().to_string();
+        args.extend([
+            "--push-basic-auth-user",
+            "agent",
+            "--push-basic-auth-password-file",
+        ]);
+        start_pushing(&url, &[args, vec![&file]].concat())
+    };
+
+    // Verified both ways, with the right password: accepted.
+    let (agent, _w) = with_password(&password);
+    let e = agent.scrape_until(Duration::from_secs(30), |e| {
+        metric(e, "ebpf_agent_push_requests_total", &[]) >= 2.0
+    });
+    assert!(
+        metric(&e, "ebpf_agent_push_requests_total", &[]) >= 2.0,
+        "agent:\n{}\nprometheus:\n{}",
+        agent.stderr(),
+        prometheus.log()
+    );
+    assert_eq!(
+        metric(&e, "ebpf_agent_push_requests_failed_total", &[]),
+        0.0
+    );
+    drop(agent);
+
+    // A wrong password: 401, never retried, the samples dropped and counted.
+    let (agent, _w) = with_password(&wrong);
+    let e = agent.scrape_until(Duration::from_secs(30), |e| {
+        metric(
+            e,
+            "ebpf_agent_push_requests_failed_total",
+            &[("reason", "http_401")],
+        ) >= 2.0
+    });
+    assert!(
+        metric(
+            &e,
+            "ebpf_agent_push_requests_failed_total",
+            &[("reason", "http_401")]
+        ) >= 2.0
+    );
+    assert!(
+        metric(
+            &e,
+            "ebpf_agent_push_samples_dropped_total",
+            &[("reason", "rejected")]
+        ) > 0.0
+    );
+    assert_eq!(
+        metric(&e, "ebpf_agent_push_requests_retried_total", &[]),
+        0.0
+    );
+    drop(agent);
+
+    // No client certificate: the handshake fails, which is retried.
+    let (agent, _w) = start_pushing(&url, &["--push-ca-file", &ca]);
+    let e = agent.scrape_until(Duration::from_secs(30), |e| {
+        metric(e, "ebpf_agent_push_requests_retried_total", &[]) >= 2.0
+    });
+    assert!(
+        metric(
+            &e,
+            "ebpf_agent_push_requests_failed_total",
+            &[("reason", "network")]
+        ) >= 2.0
+    );
+    assert_eq!(metric(&e, "ebpf_agent_push_requests_total", &[]), 0.0);
 }
