@@ -101,7 +101,7 @@ fn every_dashboard_query_and_recording_rule_runs_on_a_real_prometheus() {
         target: agent.addr,
         interval: "1s",
         rule_files: vec![repo_root().join(RULES)],
-        scrape_configs: None,
+        ..Settings::every_second(agent.addr)
     });
     // Two scrapes give every rate() a value.
     prometheus.wait_for(
@@ -268,7 +268,7 @@ fn burst_fires(workload: &[&str], alertname: &str) -> Fired {
         target: agent.addr,
         interval: "1s",
         rule_files: vec![rules],
-        scrape_configs: None,
+        ..Settings::every_second(agent.addr)
     });
     // A baseline of a few scrapes, so counters that exist before the burst
     // (the connect outcomes) have samples from before it.

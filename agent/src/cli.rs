@@ -152,6 +152,9 @@ pub struct RunArgs {
     pub containers: Box<crate::k8s::args::ContainerArgs>,
 
     #[command(flatten)]
+    pub push: Box<crate::push::PushArgs>,
+
+    #[command(flatten)]
     pub config: ConfigArgs,
 }
 

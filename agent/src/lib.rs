@@ -19,6 +19,7 @@ mod k8s;
 mod node;
 mod privileges;
 mod probes;
+mod push;
 mod self_metrics;
 mod shutdown;
 mod stage_cpu;

@@ -45,6 +45,8 @@ pub async fn run(config: Loaded) -> Result<()> {
         "at most {worst} series from the probes (--max-series {})",
         args.max_series
     );
+    // A bad push URL, TLS file or queue directory fails before the kernel is touched.
+    let push = crate::push::Push::new(&args.push)?;
     // Bind first: a busy port should fail before anything touches the kernel.
     let listener = http::bind(args.listen, "--listen").await?;
     let health = match args.health_listen {
@@ -95,6 +97,13 @@ pub async fn run(config: Loaded) -> Result<()> {
         crate::privileges::registry(),
         endpoint.registry(),
     ];
+    let registries = Arc::new(match &push {
+        Some(p) => registries.into_iter().chain([p.registry()]).collect(),
+        None => registries,
+    });
+    if let Some(p) = push {
+        p.spawn(registries.clone(), stop_rx.clone());
+    }
     let probes::Started {
         ebpf,
         stats,

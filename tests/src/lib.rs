@@ -11,6 +11,7 @@ pub mod http;
 pub mod pod;
 pub mod process;
 pub mod prometheus;
+pub mod receiver;
 pub mod tools;
 pub mod web;
 
@@ -19,4 +20,5 @@ pub use exposition::{Exposition, Sample};
 pub use http::{HttpResponse, free_port, http_get, http_get_accept};
 pub use pod::{Pod, PodLogs};
 pub use process::{MemoryCgroup, Workload, cgroup2_root, workload_bin};
+pub use receiver::Receiver;
 pub use tools::{Bpftrace, openmetrics_check, promtool_check};

@@ -38,6 +38,8 @@ pub fn cgroup2_root() -> PathBuf {
 pub struct Workload {
     child: Child,
     stdout: BufReader<std::process::ChildStdout>,
+    /// "go" was said (a `bursts` workload takes more lines after it).
+    going: bool,
 }
 
 impl Workload {
@@ -49,7 +51,11 @@ impl Workload {
             .spawn()
             .expect("start workload");
         let stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut w = Workload { child, stdout };
+        let mut w = Workload {
+            child,
+            stdout,
+            going: false,
+        };
         let first = w.line();
         assert_eq!(first, "ready", "workload said {first:?}");
         w
@@ -81,6 +87,17 @@ impl Workload {
     pub fn release(mut self) -> std::process::ExitStatus {
         self.child.stdin.take().unwrap().write_all(b"go\n").unwrap();
         self.child.wait().unwrap()
+    }
+
+    /// A `bursts` workload: `n` getppid() calls, returning once they are made.
+    pub fn burst(&mut self, n: u64) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        if !std::mem::replace(&mut self.going, true) {
+            stdin.write_all(b"go\n").unwrap();
+        }
+        stdin.write_all(format!("{n}\n").as_bytes()).unwrap();
+        stdin.flush().unwrap();
+        assert_eq!(self.line(), "burst");
     }
 
     /// The next line the workload printed.

@@ -26,6 +26,12 @@ pub struct Settings<'a> {
     /// The YAML list under `scrape_configs:` instead of the plain job for
     /// `target` (e.g. https with tls_config and basic_auth).
     pub scrape_configs: Option<String>,
+    /// More command-line flags, e.g. `--web.enable-remote-write-receiver`.
+    pub extra_args: Vec<String>,
+    /// A web config file (`--web.config.file`) that serves TLS: then the
+    /// server is ready when it answers at all (plain HTTP gets a 400), and
+    /// the query helpers, which speak plain HTTP, do not work.
+    pub tls_web_config: Option<PathBuf>,
 }
 
 impl Settings<'_> {
@@ -36,13 +42,26 @@ impl Settings<'_> {
             interval: "1s",
             rule_files: Vec::new(),
             scrape_configs: None,
+            extra_args: Vec::new(),
+            tls_web_config: None,
+        }
+    }
+
+    /// A receiver of remote writes that scrapes nothing.
+    pub fn remote_write_receiver() -> Settings<'static> {
+        Settings {
+            scrape_configs: Some("  []\n".to_string()),
+            extra_args: vec!["--web.enable-remote-write-receiver".to_string()],
+            ..Settings::every_second(SocketAddr::from(([127, 0, 0, 1], 9)))
         }
     }
 }
 
 /// A running Prometheus, killed and its directory removed on drop.
 pub struct Prometheus {
-    child: Child,
+    child: Option<Child>,
+    args: Vec<String>,
+    tls: bool,
     pub addr: SocketAddr,
     pub dir: PathBuf,
 }
@@ -83,14 +102,37 @@ impl Prometheus {
         std::fs::write(&config_path, config).unwrap();
         promtool(&["check", "config", config_path.to_str().unwrap()]);
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+        let mut args = vec![
+            format!("--config.file={}", config_path.display()),
+            format!("--storage.tsdb.path={}", dir.join("data").display()),
+            format!("--web.listen-address={addr}"),
+        ];
+        args.extend(settings.extra_args.iter().cloned());
+        if let Some(web) = &settings.tls_web_config {
+            args.push(format!("--web.config.file={}", web.display()));
+        }
+        let mut p = Prometheus {
+            child: None,
+            tls: settings.tls_web_config.is_some(),
+            args,
+            addr,
+            dir,
+        };
+        p.run();
+        p
+    }
+
+    /// Starts the server (again, on the same storage) and waits until
+    /// /-/ready answers 200.
+    pub fn run(&mut self) {
+        assert!(self.child.is_none(), "prometheus is running already");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("prometheus.log"))
+            .unwrap();
         let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -99,21 +141,31 @@ impl Prometheus {
                     "cannot start prometheus ({e}): `cargo xtask setup --test-tools` installs it"
                 )
             });
-        let mut p = Prometheus { child, addr, dir };
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(status) = p.child.try_wait().unwrap() {
-                panic!("prometheus exited at start-up ({status}):\n{}", p.log());
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("prometheus exited at start-up ({status}):\n{}", self.log());
             }
-            if http_get(addr, "/-/ready").is_ok_and(|r| r.status == 200) {
-                return p;
+            let ready = http_get(self.addr, "/-/ready");
+            if ready.is_ok_and(|r| r.status == 200 || (self.tls && r.status == 400)) {
+                return;
             }
             assert!(
                 Instant::now() < deadline,
                 "prometheus not ready in 30 s:\n{}",
-                p.log()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops the server (SIGTERM, as an operator would), keeping its storage
+    /// for [`Prometheus::run`].
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
         }
     }
 
@@ -148,6 +200,24 @@ impl Prometheus {
     pub fn value(&self, expr: &str) -> Option<f64> {
         let series = self.query(expr).ok()?;
         series.first()?["value"][1].as_str()?.parse().ok()
+    }
+
+    /// The raw samples of `selector` over the last `secs` seconds, as
+    /// (Unix time, value), oldest first, of its first series.
+    pub fn samples(&self, selector: &str, secs: u64) -> Vec<(f64, f64)> {
+        let series = self
+            .query(&format!("{selector}[{secs}s]"))
+            .unwrap_or_else(|e| panic!("{selector}: {e}"));
+        let Some(values) = series.first().and_then(|s| s["values"].as_array()) else {
+            return Vec::new();
+        };
+        values
+            .iter()
+            .map(|v| {
+                let t = v[0].as_f64().unwrap();
+                (t, v[1].as_str().unwrap().parse().unwrap())
+            })
+            .collect()
     }
 
     /// Waits until `expr`'s value is `want`, up to `timeout`; the last value.
@@ -208,8 +278,10 @@ impl Prometheus {
 
 impl Drop for Prometheus {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

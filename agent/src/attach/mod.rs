@@ -96,7 +96,7 @@ pub async fn run(args: AttachArgs) -> Result<()> {
             let endpoint = http::Endpoint::new(listener, http::Options::default())?;
             tracing::info!("metrics for PID {pid} on {}/metrics", endpoint.url());
             Some(tokio::spawn(endpoint.serve(
-                vec![registry],
+                std::sync::Arc::new(vec![registry]),
                 started.stats.clone(),
                 stop_rx.clone(),
             )))

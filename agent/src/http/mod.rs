@@ -11,6 +11,7 @@ mod metrics;
 pub mod negotiation;
 mod reload;
 mod scrape;
+pub use scrape::encode_text;
 pub mod tls;
 pub mod web_config;
 
@@ -157,7 +158,7 @@ impl Endpoint {
 
     pub async fn serve(
         self,
-        registries: Vec<Registry>,
+        registries: Arc<Vec<Registry>>,
         stats: Arc<AgentStats>,
         shutdown: watch::Receiver<bool>,
     ) -> Result<()> {

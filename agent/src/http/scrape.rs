@@ -29,9 +29,12 @@ pub struct Snapshot {
 }
 
 impl Scraper {
-    pub fn new(registries: Vec<Registry>, metrics: Arc<super::metrics::Metrics>) -> Arc<Scraper> {
+    pub fn new(
+        registries: Arc<Vec<Registry>>,
+        metrics: Arc<super::metrics::Metrics>,
+    ) -> Arc<Scraper> {
         Arc::new(Scraper {
-            registries: Arc::new(registries),
+            registries,
             running: Mutex::new(None),
             metrics,
         })
@@ -80,18 +83,23 @@ impl Scraper {
 /// One OpenMetrics exposition from several registries: each registry's
 /// families, then a single `# EOF`.
 fn encode(registries: &[Registry]) -> Result<Snapshot, String> {
+    Ok(Snapshot {
+        openmetrics: Bytes::from(encode_text(registries)?),
+        text: OnceCell::new(),
+        openmetrics_gz: OnceCell::new(),
+        text_gz: OnceCell::new(),
+    })
+}
+
+/// The OpenMetrics text of `registries` (push encodes the same text).
+pub fn encode_text(registries: &[Registry]) -> Result<String, String> {
     use prometheus_client::encoding::text::{encode_eof, encode_registry};
     let mut body = String::with_capacity(64 * 1024);
     for r in registries {
         encode_registry(&mut body, r).map_err(|e| e.to_string())?;
     }
     encode_eof(&mut body).map_err(|e| e.to_string())?;
-    Ok(Snapshot {
-        openmetrics: Bytes::from(body),
-        text: OnceCell::new(),
-        openmetrics_gz: OnceCell::new(),
-        text_gz: OnceCell::new(),
-    })
+    Ok(body)
 }
 
 impl Snapshot {

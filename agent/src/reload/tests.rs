@@ -26,6 +26,8 @@ fn other_value(key: &str) -> Option<RunArgs> {
         "^x$",
         "pod",
         "bpf",
+        "a=b",
+        "A: b",
     ]
     .map(String::from)
     .into();

@@ -16,6 +16,9 @@
 //!                            thread each (TCP_SYNCNT = SYNCNT if > 0); prints
 //!                            what connect() returned: "success=.. ECONNREFUSED=.."
 //!
+//!   workload bursts          after "go", one line per burst: N getppid() calls,
+//!                            answered "burst"; "end" ends it
+//!
 //!   workload hog MB          touches MB MiB of fresh memory, page by page (in a
 //!                            small memory cgroup: the OOM killer's victim)
 //!
@@ -67,6 +70,19 @@ fn main() {
                     Some(libc::EBADF)
                 );
             }
+        }
+        "bursts" => {
+            for l in std::io::stdin().lock().lines() {
+                let l = l.unwrap();
+                if l.trim() == "end" {
+                    break;
+                }
+                getppid_loop(l.trim().parse().expect("a count of getppid calls"));
+                println!("burst");
+                std::io::stdout().flush().unwrap();
+            }
+            // Ended by the test closing stdin: nobody reads a "done".
+            std::process::exit(0);
         }
         "storm" => {
             let (threads, n) = (num(2), num(3));
