@@ -26,5 +26,15 @@ pub const RUNQ_CGROUP_MAP_FULL: u32 = 7;
 /// OOM kills not reported because the OOM ring buffer was full.
 pub const OOM_RINGBUF_DROPS: u32 = 8;
 
+/// Process events (exec, fork, exit) lost because the process ring buffer was full.
+pub const PROCESS_RINGBUF_DROPS: u32 = 16;
+/// Children not followed (`attach`, `run --pid --children`) because the
+/// followed-processes map was full: their events are all missed.
+pub const FOLLOW_MAP_FULL: u32 = 17;
+/// Process events not reported because a task field could not be read.
+pub const PROCESS_READ_FAILED: u32 = 18;
+/// Execs reported without their filename (unreadable record).
+pub const EXEC_FILENAME_UNREADABLE: u32 = 19;
+
 /// Number of counters; the size of the `COUNTERS` map.
-pub const COUNT: u32 = 9;
+pub const COUNT: u32 = 20;

@@ -7,6 +7,7 @@
 //! measures all its configurations once per round, rotates their order between
 //! rounds so drift hits each one equally, and reports medians.
 
+mod process;
 mod sched;
 mod scrape;
 mod syscalls;
@@ -34,7 +35,8 @@ pub struct BenchArgs {
     pub rounds: u32,
 
     /// Calls per measurement (syscalls: getppid calls in the timed loop;
-    /// sched: a tenth of it is the number of ping-pong round trips).
+    /// sched: a tenth of it is the number of ping-pong round trips;
+    /// process: a thousandth is the number of fork+exec+exit cycles).
     #[arg(long, default_value_t = 2_000_000, value_parser = clap::value_parser!(u64).range(1000..))]
     pub calls: u64,
 
@@ -53,6 +55,8 @@ pub enum Benchmark {
     Sched,
     /// Loopback connect rate and connect() latency with and without the agent, and its memory.
     Tcp,
+    /// Cost per fork+exec+exit of the process probe, against an empty probe and bpftrace.
+    Process,
 }
 
 pub fn bench(args: BenchArgs) -> Result<()> {
@@ -61,6 +65,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         Benchmark::Scrape => scrape::run(&args),
         Benchmark::Sched => sched::run(&args),
         Benchmark::Tcp => tcp::run(&args),
+        Benchmark::Process => process::run(&args),
     }
 }
 
