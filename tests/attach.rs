@@ -219,8 +219,8 @@ fn live_view_draws_in_an_80_column_terminal() {
 
 #[test]
 fn children_are_followed_unless_told_not_to() {
-    // sh forks the first workload, then execs the second in its own process.
-    // sh itself may call getppid once, so the two runs are compared.
+    // bash forks the first workload, then execs the second in its own process.
+    // bash itself may call getppid once, so the two runs are compared.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let w = workload_bin();
@@ -233,7 +233,7 @@ fn children_are_followed_unless_told_not_to() {
         if !children {
             args.push("--no-children");
         }
-        args.extend(["--", "sh", "-c", &script]);
+        args.extend(["--", "bash", "-c", &script]);
         let out = attach(&args);
         assert_eq!(
             out.status.code(),

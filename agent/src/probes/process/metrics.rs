@@ -8,6 +8,9 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
 use std::sync::{Arc, Mutex};
 
+/// One counter of a slot's stats.
+type Count = fn(&super::aggregate::ProcessStats) -> u64;
+
 #[derive(Debug)]
 pub(super) struct ProcessCollector {
     pub agg: Arc<Mutex<ProcessAggregate>>,
@@ -22,7 +25,7 @@ impl Collector for ProcessCollector {
             .by_slot()
             .filter_map(|(slot, s)| Some((labeler.labels(slot)?, s)))
             .collect();
-        let counters: [(&str, &str, fn(&super::aggregate::ProcessStats) -> u64); 2] = [
+        let counters: [(&str, &str, Count); 2] = [
             ("process_execs", "Successful execve/execveat calls", |s| {
                 s.execs
             }),
