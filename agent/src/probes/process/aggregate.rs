@@ -27,6 +27,9 @@ const SIGNALS: [(i32, &str); 18] = [
     (libc::SIGSYS, "SIGSYS"),
 ];
 
+/// Distinct `code` labels: "0", "nonzero", the named signals, "other".
+pub(super) const EXIT_LABELS: u64 = SIGNALS.len() as u64 + 3;
+
 /// The `code` label of a wait status (`task->exit_code`): "0", "nonzero",
 /// or the name of the signal that killed it.
 pub(crate) fn exit_label(code: u32) -> &'static str {

@@ -8,6 +8,7 @@ pub(crate) mod audit;
 mod metrics;
 pub(crate) mod view;
 
+use super::series::{Series, SeriesInputs};
 use super::{Loss, Prepare, Probe, Running, Start, lock};
 use crate::bpf::LoadPlan;
 use crate::k8s::cgroupfs::low32;
@@ -55,10 +56,22 @@ pub(crate) const PROBE: Probe = Probe {
             Loss::Kernel(counters::EXEC_FILENAME_UNREADABLE),
         ),
     ],
+    series,
     prepare,
     start,
     render: Some(view::render),
 };
+
+/// Per label set: execs, forks, the lifetime histogram, and exits by every
+/// `code` label.
+fn series(_: &SeriesInputs) -> Series {
+    let lifetime = aggregate::LIFETIME_BOUNDS.len() as u64 + 3;
+    let per_set = 2 + lifetime + aggregate::EXIT_LABELS;
+    Series {
+        host: per_set,
+        per_container: per_set,
+    }
+}
 
 /// Whether `sched_process_exit` passes `group_dead` (Linux 6.16+; its
 /// tracefs record gained the field in the same change), for the global
