@@ -218,9 +218,9 @@ fn live_view_draws_in_an_80_column_terminal() {
 }
 
 #[test]
-fn children_are_followed_only_with_the_flag() {
-    // sh forks the first workload, then execs the second in its own process.
-    // sh itself may call getppid once, so the two runs are compared.
+fn children_are_followed_unless_told_not_to() {
+    // bash forks the first workload, then execs the second in its own process.
+    // bash itself calls getppid a few times, so the two runs are compared.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let w = workload_bin();
@@ -230,10 +230,10 @@ fn children_are_followed_only_with_the_flag() {
     );
     let run = |children: bool| {
         let mut args = vec!["--json"];
-        if children {
-            args.push("--children");
+        if !children {
+            args.push("--no-children");
         }
-        args.extend(["--", "sh", "-c", &script]);
+        args.extend(["--", "bash", "-c", &script]);
         let out = attach(&args);
         assert_eq!(
             out.status.code(),
@@ -245,10 +245,34 @@ fn children_are_followed_only_with_the_flag() {
         let getppid = field(syscall(&last, "getppid").expect("getppid row"), "count");
         (getppid, last)
     };
+    let processes = |last: &str| {
+        let v: serde_json::Value = serde_json::from_str(last).unwrap();
+        let p = &v["processes"];
+        let n = |k: &str| p[k].as_u64().unwrap_or_else(|| panic!("{k} in {p}"));
+        let exits: Vec<(String, u64)> = p["exits"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
+            .collect();
+        (n("execs"), n("forks"), exits, p["recent"].to_string())
+    };
     let (alone, last) = run(false);
-    assert!((1000..=1001).contains(&alone), "{last}");
+    assert!((1000..=1010).contains(&alone), "{last}");
     assert!(last.contains("\"success\":1,"), "{last}");
+    // The command's own execs (bash, then the second workload) and its fork;
+    // the forked child's exec and exit are not seen.
+    let (execs, forks, exits, _) = processes(&last);
+    assert_eq!((execs, forks), (2, 1), "{last}");
+    assert_eq!(exits, [("nonzero".to_string(), 1)], "{last}");
     let (with_children, last) = run(true);
     assert_eq!(with_children, alone + 1000, "{last}");
     assert!(last.contains("\"success\":2,"), "{last}");
+    let (execs, forks, exits, recent) = processes(&last);
+    assert_eq!((execs, forks), (3, 1), "{last}");
+    assert_eq!(exits, [("nonzero".to_string(), 2)], "{last}");
+    assert!(
+        recent.contains("\"event\":\"exit\"") && recent.contains(&format!("{}", w.display())),
+        "{recent}"
+    );
 }

@@ -35,5 +35,15 @@ pub const TCP_OWNED_FULL: u32 = 10;
 /// destination "unknown" instead of their peer).
 pub const TCP_PEER_READ_FAILED: u32 = 11;
 
+/// Process events (exec, fork, exit) lost because the process ring buffer was full.
+pub const PROCESS_RINGBUF_DROPS: u32 = 16;
+/// Children not followed (`attach`, `run --pid --children`) because the
+/// followed-processes map was full: their events are all missed.
+pub const FOLLOW_MAP_FULL: u32 = 17;
+/// Process events not reported because a task field could not be read.
+pub const PROCESS_READ_FAILED: u32 = 18;
+/// Execs reported without their filename (unreadable record).
+pub const EXEC_FILENAME_UNREADABLE: u32 = 19;
+
 /// Number of counters; the size of the `COUNTERS` map.
-pub const COUNT: u32 = 12;
+pub const COUNT: u32 = 20;

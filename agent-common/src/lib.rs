@@ -7,6 +7,7 @@
 pub mod buckets;
 pub mod counters;
 pub mod oom;
+pub mod process;
 pub mod sched;
 pub mod syscalls;
 pub mod task;

@@ -1,4 +1,4 @@
-//! Empty programs on the syscall and scheduler tracepoints: the benchmarks' cost floor (what
+//! Empty programs on the syscall, scheduler and process tracepoints: the benchmarks' cost floor (what
 //! attaching anything at all costs). Only `agent bench-floor` loads them.
 
 use aya_ebpf::{
@@ -38,5 +38,20 @@ pub fn floor_sched_wakeup_new(_ctx: RawTracePointContext) -> i32 {
 
 #[raw_tracepoint(tracepoint = "sched_switch")]
 pub fn floor_sched_switch(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+#[tracepoint(category = "sched", name = "sched_process_exec")]
+pub fn floor_process_exec(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn floor_process_fork(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn floor_process_exit(_ctx: RawTracePointContext) -> i32 {
     0
 }

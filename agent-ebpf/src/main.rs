@@ -9,6 +9,7 @@ mod filter;
 mod floor;
 mod follow;
 mod oom;
+mod process;
 mod sched;
 mod syscalls;
 mod task;

@@ -47,14 +47,11 @@ static RUNQ_CGROUP_HIST: PerCpuHashMap<u32, RunqHist> = PerCpuHashMap::with_max_
 /// (tid, tgid) of a task_struct pointer.
 #[inline(always)]
 fn ids(task: *const u8) -> Option<(u32, u32)> {
-    let off = TASK_OFFSETS.load().pid as usize;
-    match unsafe { bpf_probe_read_kernel(task.add(off) as *const [u32; 2]) } {
-        Ok([tid, tgid]) => Some((tid, tgid)),
-        Err(_) => {
-            counters::add(RUNQ_READ_FAILED, 1);
-            None
-        }
+    let ids = crate::task::ids(task);
+    if ids.is_none() {
+        counters::add(RUNQ_READ_FAILED, 1);
     }
+    ids
 }
 
 /// (tid, tgid) with direct loads: tp_btf arguments are BTF-typed pointers the

@@ -21,6 +21,14 @@ pub fn tgid(task: *const u8) -> Option<u32> {
     unsafe { bpf_probe_read_kernel(task.add(off) as *const u32) }.ok()
 }
 
+/// (pid, tgid) of a task_struct pointer, in one read.
+#[inline(always)]
+pub fn ids(task: *const u8) -> Option<(u32, u32)> {
+    let off = TASK_OFFSETS.load().pid as usize;
+    let [pid, tgid] = unsafe { bpf_probe_read_kernel(task.add(off) as *const [u32; 2]) }.ok()?;
+    Some((pid, tgid))
+}
+
 /// The task's command name; zeroes if unreadable.
 #[inline(always)]
 pub fn comm(task: *const u8) -> [u8; 16] {

@@ -33,6 +33,9 @@ pub enum Command {
         /// The scheduler tracepoints (sched_wakeup, _new, sched_switch) instead.
         #[arg(long, conflicts_with = "classic")]
         sched: bool,
+        /// The process tracepoints (sched_process_exec, _fork, _exit) instead.
+        #[arg(long, conflicts_with_all = ["classic", "sched"])]
+        process: bool,
     },
 }
 
@@ -72,6 +75,11 @@ pub struct RunArgs {
     /// Trace only this process (filtered in the kernel; all its threads).
     #[arg(long, value_name = "PID")]
     pub pid: Option<u32>,
+
+    /// With --pid: also trace the processes it forks from now on, and
+    /// theirs (off by default: the metrics are that one process's).
+    #[arg(long)]
+    pub children: bool,
 
     /// With --pid, what to do when that process exits: `exit` (as attach
     /// mode does), or `serve` its metrics until stopped, with the probes
@@ -127,6 +135,17 @@ pub struct RunArgs {
           value_parser = crate::probes::names_parser())]
     pub probes: Vec<String>,
 
+    /// Write one JSON line per exec (time, pid, ppid, uid, comm, filename,
+    /// container labels) to this file (appended), or `-` for stdout.
+    #[arg(long, value_name = "PATH|-")]
+    pub exec_events: Option<std::path::PathBuf>,
+
+    /// Most exec records written per second (`N` or `N/s`); the rest are
+    /// counted as events_dropped_total{probe="process",stage="rate_limit"}.
+    #[arg(long, default_value = "1000", value_name = "N/s",
+          value_parser = crate::probes::process::audit::parse_rate)]
+    pub exec_events_rate: u32,
+
     /// Destinations (ip:port) of outgoing TCP connects, retransmits and resets
     /// exported as their own series; later new destinations are folded into
     /// destination="other".
@@ -181,8 +200,13 @@ pub struct AttachArgs {
     )]
     pub pid: Option<u32>,
 
-    /// Also trace processes the target forks after the agent attached.
+    /// Do not trace the processes the target forks (by default they are
+    /// traced, and theirs, from the moment the agent attached).
     #[arg(long)]
+    pub no_children: bool,
+
+    /// Trace the processes the target forks: the default (kept for scripts).
+    #[arg(long, hide = true, conflicts_with = "no_children")]
     pub children: bool,
 
     /// Refresh the view (or write a JSON object) this often, in seconds.
@@ -303,9 +327,10 @@ mod tests {
         };
         let a = parse(&["agent", "attach", "--pid", "42", "--json"]);
         assert_eq!((a.pid, a.json, a.interval), (Some(42), true, 1.0));
-        let a = parse(&["agent", "attach", "--children", "--", "ls", "-l"]);
+        let a = parse(&["agent", "attach", "--no-children", "--", "ls", "-l"]);
         assert_eq!(a.command, ["ls", "-l"]);
-        assert!(a.children && a.pid.is_none());
+        assert!(a.no_children && a.pid.is_none());
+        assert!(!parse(&["agent", "attach", "--children", "--", "ls"]).no_children);
         assert!(Cli::try_parse_from(["agent", "attach", "--pid", "1", "--", "ls"]).is_err());
     }
 }

@@ -15,6 +15,9 @@ pub async fn run(config: Loaded) -> Result<()> {
     let signals = shutdown::Signals::install()?;
     let hangup = reload::Hangup::install()?;
     let args = config.args.clone();
+    if args.children && args.pid.is_none() {
+        anyhow::bail!("--children follows the children of --pid PID: give --pid too");
+    }
     let target_tgid = match args.pid {
         Some(pid) => target::validate(&args.collectors.procfs, pid)?,
         None => 0,
@@ -67,7 +70,14 @@ pub async fn run(config: Loaded) -> Result<()> {
     let started = probes::start_all(
         &probes::StartOptions {
             target_tgid,
-            follow_children: false,
+            follow_children: args.children,
+            exec_events: args
+                .exec_events
+                .clone()
+                .map(|path| probes::process::audit::Settings {
+                    path,
+                    per_second: args.exec_events_rate,
+                }),
             strict: args.strict,
             ring_bytes: args.ring_buffer_bytes,
             // Prometheus gets buckets; HDR percentiles are for attach mode
@@ -173,10 +183,25 @@ pub async fn run(config: Loaded) -> Result<()> {
 /// Hidden `bench-floor`: empty programs on the syscall raw tracepoints (the
 /// agent's attach type; `--classic`: the classic tracepoints), so the
 /// benchmark can measure what attaching anything costs.
-pub async fn bench_floor(classic: bool, sched: bool) -> Result<()> {
+pub async fn bench_floor(classic: bool, sched: bool, process: bool) -> Result<()> {
     let signals = shutdown::Signals::install()?;
     let mut ebpf = bpf::load_plain()?;
-    if sched {
+    if process {
+        tracefs::ensure_mounted()?;
+        probes::attach_tracepoint(
+            &mut ebpf,
+            "floor_process_exec",
+            "sched",
+            "sched_process_exec",
+        )?;
+        for tp in ["process_fork", "process_exit"] {
+            probes::attach_raw_tracepoint(
+                &mut ebpf,
+                &format!("floor_{tp}"),
+                &format!("sched_{tp}"),
+            )?;
+        }
+    } else if sched {
         for tp in ["sched_wakeup", "sched_wakeup_new", "sched_switch"] {
             probes::attach_raw_tracepoint(&mut ebpf, &format!("floor_{tp}"), tp)?;
         }

@@ -1,6 +1,6 @@
 //! `agent attach`: watch one process live. Attaches to a PID (or runs a
 //! command, held before exec until the probes are in place), filters in the
-//! kernel to it (and, with `--children`, to what it forks), and every interval
+//! kernel to it (and, unless `--no-children`, to what it forks), and every interval
 //! draws a terminal view or writes a JSON line. Stops on `--duration`, Ctrl-C,
 //! or when the process exits, with a final summary. See docs/attach.md.
 
@@ -67,7 +67,8 @@ pub async fn run(args: AttachArgs) -> Result<()> {
     let started = probes::start_all(
         &probes::StartOptions {
             target_tgid: pid,
-            follow_children: args.children,
+            follow_children: !args.no_children,
+            exec_events: None,
             strict: false,
             ring_bytes: args.ring_buffer_bytes,
             hdr_precision: args.hdr_precision,

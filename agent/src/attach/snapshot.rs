@@ -4,6 +4,7 @@
 
 use super::procstat::ProcStats;
 use crate::probes::AttachView;
+use crate::probes::process::view::Processes;
 use crate::probes::sched::view::Runqueue;
 use crate::probes::syscalls::view::SyscallRow;
 use crate::probes::tcp::view::Tcp;
@@ -27,6 +28,8 @@ pub struct Snapshot {
     pub syscalls: Vec<SyscallRow>,
     pub runqueue: Option<Runqueue>,
     pub tcp: Option<Tcp>,
+    /// Execs, forks and exits of the target and its followed children.
+    pub processes: Option<Processes>,
     /// None once the process has exited.
     pub process: Option<ProcStats>,
     /// Set on the final object when the process exited and its status is known.
@@ -65,6 +68,7 @@ impl Snapshot {
             syscalls: Vec::new(),
             runqueue: None,
             tcp: None,
+            processes: None,
             process: None,
             exit: None,
             events_lost: 0,

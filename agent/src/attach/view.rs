@@ -171,6 +171,18 @@ mod tests {
                 buckets,
             }),
             tcp: None,
+            processes: Some(crate::probes::process::view::Processes {
+                execs: 2,
+                forks: 3,
+                exits: [("0", 1), ("SIGKILL", 1)].into_iter().collect(),
+                recent: vec![crate::probes::process::view::Recent {
+                    event: "exec",
+                    pid: 4_194_304,
+                    comm: "a-sixteen-chars".into(),
+                    filename: Some(format!("/{}", "long/".repeat(30))),
+                    code: None,
+                }],
+            }),
             process: None,
             exit: None,
             events_lost: 0,

@@ -4,6 +4,7 @@
 //! and attach mode. Adding a probe: docs/adding-a-probe.md.
 
 mod oom;
+pub(crate) mod process;
 mod program;
 mod ring_drain;
 pub(crate) mod sched;
@@ -29,7 +30,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Every probe, in the order they start and are reported.
-pub(crate) const PROBES: [&Probe; 4] = [&syscalls::PROBE, &tcp::PROBE, &sched::PROBE, &oom::PROBE];
+pub(crate) const PROBES: [&Probe; 5] = [
+    &syscalls::PROBE,
+    &tcp::PROBE,
+    &sched::PROBE,
+    &oom::PROBE,
+    &process::PROBE,
+];
 
 /// A probe, described once.
 pub(crate) struct Probe {
@@ -71,6 +78,8 @@ pub(crate) enum Loss {
     Kernel(u32),
     /// Ring-buffer items that did not decode ([`ProbeStats::decode_errors`]).
     Decode,
+    /// In userspace, at this [`ProbeStats::losses`] index.
+    Userspace(usize),
 }
 
 impl Loss {
@@ -80,6 +89,7 @@ impl Loss {
         match self {
             Loss::Kernel(index) => kernel.map_or(0, |k| k.get(*index)),
             Loss::Decode => stats.decode_errors.load(Relaxed),
+            Loss::Userspace(i) => stats.losses[*i].load(Relaxed),
         }
     }
 }
@@ -166,8 +176,11 @@ pub(crate) fn all_names() -> &'static str {
 pub(crate) struct StartOptions {
     /// Process to trace (tgid); 0 traces every process.
     pub target_tgid: u32,
-    /// Also trace processes the target forks afterwards (needs kernel BTF).
+    /// Also trace processes the target forks afterwards, and theirs (needs
+    /// kernel BTF).
     pub follow_children: bool,
+    /// `--exec-events`: the process probe's audit stream.
+    pub exec_events: Option<process::audit::Settings>,
     /// A probe that cannot attach is an error instead of a warning.
     pub strict: bool,
     pub ring_bytes: u32,
@@ -254,6 +267,9 @@ pub(crate) fn start_all(opts: &StartOptions, stop: watch::Receiver<bool>) -> Res
             e.context("following children needs task_struct offsets from kernel BTF")
         })?;
         plan.global("TASK_OFFSETS", &task);
+        if let Ok(btf) = btf.as_ref() {
+            plan.global("EXIT_GROUP_DEAD", &process::exit_group_dead(btf));
+        }
     }
     let prep = Prepare {
         btf: btf.as_ref(),
@@ -277,7 +293,7 @@ pub(crate) fn start_all(opts: &StartOptions, stop: watch::Receiver<bool>) -> Res
     // Descendants must be followed before the target can fork: attach first.
     if opts.follow_children {
         attach_raw_tracepoint(&mut ebpf, "sched_process_fork", "sched_process_fork")
-            .context("following children (--children)")?;
+            .context("following children")?;
     }
     let mut running = Vec::new();
     let mut programs = Vec::new();
@@ -304,6 +320,12 @@ pub(crate) fn start_all(opts: &StartOptions, stop: watch::Receiver<bool>) -> Res
             }
             Err(e) => not_attached(probe, e, opts.strict, &mut missing)?,
         }
+    }
+    // After the probes: programs on a tracepoint run in attach order, so
+    // they see a followed process's exit before it leaves the map.
+    if opts.follow_children {
+        attach_raw_tracepoint(&mut ebpf, "follow_exit", "sched_process_exit")
+            .context("following children (forgetting those that exit)")?;
     }
     stats.ready.store(true, Relaxed);
     // Loading parsed megabytes of kernel BTF that are free now; glibc keeps

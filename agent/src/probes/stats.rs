@@ -14,11 +14,17 @@ pub struct ProbeStats {
     pub events: AtomicU64,
     /// Ring-buffer items that did not decode (wrong size): their events are lost.
     pub decode_errors: AtomicU64,
+    /// Events a probe lost in userspace at its own stages (`Loss::Userspace`).
+    pub losses: [AtomicU64; 2],
 }
 
 impl ProbeStats {
     pub fn add_events(&self, n: u64) {
         self.events.fetch_add(n, Relaxed);
+    }
+
+    pub fn add_loss(&self, stage: usize, n: u64) {
+        self.losses[stage].fetch_add(n, Relaxed);
     }
 
     pub fn add_decode_error(&self) {

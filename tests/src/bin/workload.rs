@@ -18,6 +18,11 @@
 //!
 //!   workload bursts          after "go", one line per burst: N getppid() calls,
 //!                            answered "burst"; "end" ends it
+//!   workload procs BIN N K J
+//!                            N runs of BIN (fork and exec, waited for), K
+//!                            forked children that exit with code 3, J forked
+//!                            children killed by SIGKILL; prints
+//!                            "execs=N exit3=K killed=J"
 //!
 //!   workload hog MB          touches MB MiB of fresh memory, page by page (in a
 //!                            small memory cgroup: the OOM killer's victim)
@@ -115,6 +120,7 @@ fn main() {
         }
         "connect" => connects(&args[2..]),
         "hog" => hog(num(2)),
+        "procs" => procs(&args[2], num(3), num(4), num(5)),
         "spin" => spinners.unwrap().run(),
         _ => panic!("unknown mode {mode:?}"),
     }
@@ -133,6 +139,42 @@ fn demo(n: u64, m: u64, port: u16, k: u64) -> ! {
         assert_eq!(connect_once(addr, 0), "success");
     }
     std::process::exit(3);
+}
+
+fn procs(bin: &str, n: u64, k: u64, j: u64) {
+    for _ in 0..n {
+        let status = std::process::Command::new(bin).status().expect("run BIN");
+        assert!(status.success(), "{bin}: {status}");
+    }
+    let fork_and_wait = |child: fn() -> !, kill: bool| -> i32 {
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+        if pid == 0 {
+            child();
+        }
+        if kill {
+            assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+        }
+        let mut status = 0;
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        status
+    };
+    let mut exit3 = 0;
+    for _ in 0..k {
+        let status = fork_and_wait(|| unsafe { libc::_exit(3) }, false);
+        exit3 += u64::from(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 3);
+    }
+    let mut killed = 0;
+    for _ in 0..j {
+        let status = fork_and_wait(
+            || loop {
+                unsafe { libc::pause() };
+            },
+            true,
+        );
+        killed += u64::from(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL);
+    }
+    println!("execs={n} exit3={exit3} killed={killed}");
 }
 
 fn hog(mib: u64) {

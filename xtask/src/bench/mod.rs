@@ -7,6 +7,7 @@
 //! measures all its configurations once per round, rotates their order between
 //! rounds so drift hits each one equally, and reports medians.
 
+mod process;
 mod sched;
 mod scrape;
 mod soak;
@@ -35,7 +36,8 @@ pub struct BenchArgs {
     pub rounds: u32,
 
     /// Calls per measurement (syscalls: getppid calls in the timed loop;
-    /// sched: a tenth of it is the number of ping-pong round trips).
+    /// sched: a tenth of it is the number of ping-pong round trips;
+    /// process: a thousandth is the number of fork+exec+exit cycles).
     #[arg(long, default_value_t = 2_000_000, value_parser = clap::value_parser!(u64).range(1000..))]
     pub calls: u64,
 
@@ -60,6 +62,8 @@ pub enum Benchmark {
     Tcp,
     /// The agent's memory, minute by minute, over a long run under mixed load.
     Soak,
+    /// Cost per fork+exec+exit of the process probe, against an empty probe and bpftrace.
+    Process,
 }
 
 pub fn bench(args: BenchArgs) -> Result<()> {
@@ -69,6 +73,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         Benchmark::Sched => sched::run(&args),
         Benchmark::Tcp => tcp::run(&args),
         Benchmark::Soak => soak::run(&args),
+        Benchmark::Process => process::run(&args),
     }
 }
 
