@@ -64,7 +64,7 @@
             labels: { severity: 'warning' },
             annotations: {
               summary: 'ebpf-agent sees syscall exits without entries.',
-              description: "{{ $labels.instance }} sees {{ printf \"%.2f\" $value }} syscall exits/s without their entry: those syscalls are not counted.",
+              description: '{{ $labels.instance }} sees {{ printf "%.2f" $value }} syscall exits/s without their entry: those syscalls are not counted.',
             },
           },
           {
