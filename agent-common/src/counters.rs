@@ -26,5 +26,16 @@ pub const RUNQ_CGROUP_MAP_FULL: u32 = 7;
 /// OOM kills not reported because the OOM ring buffer was full.
 pub const OOM_RINGBUF_DROPS: u32 = 8;
 
+/// Block requests not timed because the in-flight map was full.
+pub const BLOCK_INFLIGHT_FULL: u32 = 12;
+/// Block completions with no recorded issue (issued before the probe
+/// attached, or lost to a full in-flight map): counted, never guessed.
+pub const BLOCK_COMPLETE_WITHOUT_ISSUE: u32 = 13;
+/// Block completions not counted because the (device, operation) histogram
+/// map was full.
+pub const BLOCK_HIST_FULL: u32 = 14;
+/// Block requests whose device, operation or size could not be read.
+pub const BLOCK_READ_FAILED: u32 = 15;
+
 /// Number of counters; the size of the `COUNTERS` map.
-pub const COUNT: u32 = 9;
+pub const COUNT: u32 = 16;

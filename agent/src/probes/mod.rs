@@ -3,6 +3,7 @@
 //! the table: `--probes` values, start-up, self-stats, the registry, reload
 //! and attach mode. Adding a probe: docs/adding-a-probe.md.
 
+mod block;
 mod oom;
 mod program;
 mod ring_drain;
@@ -29,7 +30,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Every probe, in the order they start and are reported.
-pub(crate) const PROBES: [&Probe; 4] = [&syscalls::PROBE, &tcp::PROBE, &sched::PROBE, &oom::PROBE];
+pub(crate) const PROBES: [&Probe; 5] = [
+    &syscalls::PROBE,
+    &tcp::PROBE,
+    &sched::PROBE,
+    &oom::PROBE,
+    &block::PROBE,
+];
 
 /// A probe, described once.
 pub(crate) struct Probe {
