@@ -100,18 +100,28 @@ impl Bpftrace {
 
     /// Stops it (SIGINT, which prints its maps) and returns map `name`'s
     /// value as printed (`@name: 3`).
-    pub fn stop(mut self, name: &str) -> f64 {
+    pub fn stop(self, name: &str) -> f64 {
+        self.stop_maps(&[name])[0]
+    }
+
+    /// Like [`Bpftrace::stop`], for several scalar maps.
+    pub fn stop_maps(mut self, names: &[&str]) -> Vec<f64> {
         use std::io::Read;
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let mut out = String::new();
         self.stdout.read_to_string(&mut out).unwrap();
         self.child.wait().unwrap();
-        let prefix = format!("@{name}: ");
-        out.lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .unwrap_or_else(|| panic!("no @{name} in bpftrace's output: {out}"))
-            .trim()
-            .parse()
-            .unwrap()
+        names
+            .iter()
+            .map(|name| {
+                let prefix = format!("@{name}: ");
+                out.lines()
+                    .find_map(|l| l.strip_prefix(&prefix))
+                    .unwrap_or_else(|| panic!("no @{name} in bpftrace's output: {out}"))
+                    .trim()
+                    .parse()
+                    .unwrap()
+            })
+            .collect()
     }
 }

@@ -18,6 +18,9 @@
 //!
 //!   workload bursts          after "go", one line per burst: N getppid() calls,
 //!                            answered "burst"; "end" ends it
+//!   workload blockio DEV N M
+//!                            N O_DIRECT 4 KiB reads and M O_DIRECT 64 KiB writes
+//!                            on the block device DEV, at distinct aligned offsets
 //!
 //!   workload hog MB          touches MB MiB of fresh memory, page by page (in a
 //!                            small memory cgroup: the OOM killer's victim)
@@ -115,6 +118,7 @@ fn main() {
         }
         "connect" => connects(&args[2..]),
         "hog" => hog(num(2)),
+        "blockio" => block_io(&args[2], num(3), num(4)),
         "spin" => spinners.unwrap().run(),
         _ => panic!("unknown mode {mode:?}"),
     }
@@ -133,6 +137,35 @@ fn demo(n: u64, m: u64, port: u16, k: u64) -> ! {
         assert_eq!(connect_once(addr, 0), "success");
     }
     std::process::exit(3);
+}
+
+/// O_DIRECT needs buffers and offsets aligned to the logical block size.
+fn block_io(dev: &str, reads: u64, writes: u64) {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    const READ: usize = 4096;
+    const WRITE: usize = 65536;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(dev)
+        .unwrap_or_else(|e| panic!("open {dev}: {e}"));
+    let layout = std::alloc::Layout::from_size_align(WRITE, 4096).unwrap();
+    // SAFETY: a non-zero size; freed below with the same layout.
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+    assert!(!ptr.is_null());
+    // SAFETY: `ptr` holds WRITE initialized bytes until dealloc.
+    let buf = unsafe { std::slice::from_raw_parts_mut(ptr, WRITE) };
+    for i in 0..reads {
+        let n = file.read_at(&mut buf[..READ], i * READ as u64).unwrap();
+        assert_eq!(n, READ);
+    }
+    for i in 0..writes {
+        let n = file.write_at(buf, i * WRITE as u64).unwrap();
+        assert_eq!(n, WRITE);
+    }
+    drop(file);
+    unsafe { std::alloc::dealloc(ptr, layout) };
 }
 
 fn hog(mib: u64) {
