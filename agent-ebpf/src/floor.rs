@@ -1,4 +1,4 @@
-//! Empty programs on the syscall and scheduler tracepoints: the benchmarks' cost floor (what
+//! Empty programs on the syscall, scheduler and block tracepoints: the benchmarks' cost floor (what
 //! attaching anything at all costs). Only `agent bench-floor` loads them.
 
 use aya_ebpf::{
@@ -38,5 +38,25 @@ pub fn floor_sched_wakeup_new(_ctx: RawTracePointContext) -> i32 {
 
 #[raw_tracepoint(tracepoint = "sched_switch")]
 pub fn floor_sched_switch(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+#[raw_tracepoint(tracepoint = "block_rq_insert")]
+pub fn floor_block_rq_insert(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+#[raw_tracepoint(tracepoint = "block_rq_issue")]
+pub fn floor_block_rq_issue(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+#[raw_tracepoint(tracepoint = "block_rq_complete")]
+pub fn floor_block_rq_complete(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+#[raw_tracepoint(tracepoint = "block_rq_merge")]
+pub fn floor_block_rq_merge(_ctx: RawTracePointContext) -> i32 {
     0
 }

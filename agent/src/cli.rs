@@ -33,6 +33,9 @@ pub enum Command {
         /// The scheduler tracepoints (sched_wakeup, _new, sched_switch) instead.
         #[arg(long, conflicts_with = "classic")]
         sched: bool,
+        /// The block tracepoints (block_rq_insert, _issue, _complete, _merge) instead.
+        #[arg(long, conflicts_with_all = ["classic", "sched"])]
+        block: bool,
     },
 }
 

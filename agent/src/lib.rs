@@ -36,7 +36,11 @@ use cli::{Cli, Command};
 pub enum Invocation {
     Node(Box<config::Loaded>),
     Attach(cli::AttachArgs),
-    BenchFloor { classic: bool, sched: bool },
+    BenchFloor {
+        classic: bool,
+        sched: bool,
+        block: bool,
+    },
 }
 
 impl Invocation {
@@ -51,9 +55,15 @@ impl Invocation {
                 Invocation::Node(Box::new(config::load(run_argv, env)?))
             }
             Some(Command::Attach(args)) => Invocation::Attach(args),
-            Some(Command::BenchFloor { classic, sched }) => {
-                Invocation::BenchFloor { classic, sched }
-            }
+            Some(Command::BenchFloor {
+                classic,
+                sched,
+                block,
+            }) => Invocation::BenchFloor {
+                classic,
+                sched,
+                block,
+            },
         })
     }
 }
@@ -71,6 +81,10 @@ pub async fn run(invocation: Invocation) -> anyhow::Result<()> {
             node::run(*config).await
         }
         Invocation::Attach(args) => attach::run(args).await,
-        Invocation::BenchFloor { classic, sched } => node::bench_floor(classic, sched).await,
+        Invocation::BenchFloor {
+            classic,
+            sched,
+            block,
+        } => node::bench_floor(classic, sched, block).await,
     }
 }

@@ -170,10 +170,19 @@ pub async fn run(config: Loaded) -> Result<()> {
 /// Hidden `bench-floor`: empty programs on the syscall raw tracepoints (the
 /// agent's attach type; `--classic`: the classic tracepoints), so the
 /// benchmark can measure what attaching anything costs.
-pub async fn bench_floor(classic: bool, sched: bool) -> Result<()> {
+pub async fn bench_floor(classic: bool, sched: bool, block: bool) -> Result<()> {
     let signals = shutdown::Signals::install()?;
     let mut ebpf = bpf::load_plain()?;
-    if sched {
+    if block {
+        for tp in [
+            "block_rq_insert",
+            "block_rq_issue",
+            "block_rq_complete",
+            "block_rq_merge",
+        ] {
+            probes::attach_raw_tracepoint(&mut ebpf, &format!("floor_{tp}"), tp)?;
+        }
+    } else if sched {
         for tp in ["sched_wakeup", "sched_wakeup_new", "sched_switch"] {
             probes::attach_raw_tracepoint(&mut ebpf, &format!("floor_{tp}"), tp)?;
         }

@@ -15,8 +15,19 @@ impl LoopDevice {
     /// each request to the backing file as one O_DIRECT read or write,
     /// instead of through the page cache.
     pub fn new(mib: u64) -> LoopDevice {
+        LoopDevice::create(&std::env::temp_dir(), mib, true)
+    }
+
+    /// A `mib` MiB device backed by a file in /dev/shm (tmpfs), through the
+    /// page cache: its I/O never reaches a disk, so each request costs the
+    /// same (the benchmarks).
+    pub fn in_memory(mib: u64) -> LoopDevice {
+        LoopDevice::create(std::path::Path::new("/dev/shm"), mib, false)
+    }
+
+    fn create(dir: &std::path::Path, mib: u64, direct_io: bool) -> LoopDevice {
         crate::require_root();
-        let file = std::env::temp_dir().join(format!(
+        let file = dir.join(format!(
             "loop-{}-{}.img",
             std::process::id(),
             crate::free_port()
@@ -25,7 +36,8 @@ impl LoopDevice {
             .and_then(|f| f.set_len(mib << 20))
             .unwrap_or_else(|e| panic!("creating {}: {e}", file.display()));
         let out = Command::new("losetup")
-            .args(["-f", "--show", "--direct-io=on"])
+            .args(["-f", "--show"])
+            .arg(format!("--direct-io={}", if direct_io { "on" } else { "off" }))
             .arg(&file)
             .output()
             .expect("run losetup (util-linux)");

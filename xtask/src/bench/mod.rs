@@ -7,6 +7,7 @@
 //! measures all its configurations once per round, rotates their order between
 //! rounds so drift hits each one equally, and reports medians.
 
+mod block;
 mod sched;
 mod scrape;
 mod soak;
@@ -60,6 +61,8 @@ pub enum Benchmark {
     Tcp,
     /// The agent's memory, minute by minute, over a long run under mixed load.
     Soak,
+    /// Cost per block I/O of the block probe, against an empty probe and bpftrace.
+    Block,
 }
 
 pub fn bench(args: BenchArgs) -> Result<()> {
@@ -69,6 +72,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         Benchmark::Sched => sched::run(&args),
         Benchmark::Tcp => tcp::run(&args),
         Benchmark::Soak => soak::run(&args),
+        Benchmark::Block => block::run(&args),
     }
 }
 

@@ -1,0 +1,332 @@
+//! `cargo xtask bench block`: what the block probe adds to every block I/O.
+//!
+//! One thread, pinned to a CPU, reads 4 KiB with O_DIRECT at rotating
+//! offsets from a loop device backed by a file in /dev/shm: every read is one
+//! block request (issue and completion, no disk below it, so each costs the
+//! same). Measured once per configuration per round:
+//!
+//! - baseline: nothing attached;
+//! - floor: `agent bench-floor --block`, empty programs on the raw
+//!   tracepoints block_rq_insert, _issue, _complete and _merge;
+//! - agent: `agent run --probes block`, node mode;
+//! - bpftrace: the peer, biolatency on the block tracepoints (issue ->
+//!   complete keyed by device and sector, a histogram per device) plus a
+//!   size histogram.
+//!
+//! See docs/benchmarks.md for how to read the results.
+
+use super::{
+    BPFTRACE_ATTACH_WAIT, Background, BenchArgs, NOISY_SPREAD, READY_TIMEOUT, agent_bin,
+    allowed_cpus, interleaved, median, min_max, pin_current_thread, print_machine, require_root,
+    scrape, start_agent,
+};
+use anyhow::{Context, Result, bail};
+use std::net::SocketAddr;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Config {
+    Baseline,
+    Floor,
+    Agent,
+    Bpftrace,
+}
+
+const CONFIGS: [Config; 4] = [
+    Config::Baseline,
+    Config::Floor,
+    Config::Agent,
+    Config::Bpftrace,
+];
+
+impl Config {
+    fn name(self) -> &'static str {
+        match self {
+            Config::Baseline => "baseline",
+            Config::Floor => "floor",
+            Config::Agent => "agent",
+            Config::Bpftrace => "bpftrace",
+        }
+    }
+}
+
+/// The peer: biolatency on tracepoints (bpftrace's biolatency.bt needs
+/// kprobes, which this kernel lacks), with a size histogram like ours.
+const BPFTRACE_PROGRAM: &str = "tracepoint:block:block_rq_issue \
+    { @start[args->dev, args->sector] = nsecs; } \
+    tracepoint:block:block_rq_complete /@start[args->dev, args->sector]/ \
+    { @usecs[args->dev] = hist((nsecs - @start[args->dev, args->sector]) / 1000); \
+      @bytes[args->dev] = hist(args->nr_sector * 512); \
+      delete(@start[args->dev, args->sector]); }";
+
+/// Target: the agent adds at most this fraction of what bpftrace adds.
+const TARGET_VS_PEER: f64 = 0.5;
+/// `--calls` is divided by this to get reads (each is a block request, far
+/// dearer than a getppid call).
+const CALLS_PER_READ: u64 = 20;
+const WARMUP_READS: u64 = 5_000;
+const CHUNKS: u64 = 10;
+const SETTLE: Duration = Duration::from_millis(300);
+const DEVICE_MIB: u64 = 64;
+const READ: usize = 4096;
+
+const DEVICE_COUNT: &str = "ebpf_agent_block_io_device_seconds_count";
+
+struct Measurement {
+    ns_per_io: f64,
+    /// Agent only: requests its device histogram counted on the loop
+    /// device during the loop, per read.
+    counted_per_read: Option<f64>,
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    require_root()?;
+    require_bpftrace()?;
+    let cpu = workload_cpu(args.cpu)?;
+    let agent = agent_bin()?;
+    let reads = (args.calls / CALLS_PER_READ).max(1000);
+    let disk = harness::LoopDevice::in_memory(DEVICE_MIB);
+    eprintln!(
+        "xtask: bench block: {} rounds x {} configurations, {reads} reads each from {} on CPU {cpu}",
+        args.rounds,
+        CONFIGS.len(),
+        disk.path
+    );
+    let results = interleaved(args.rounds, &CONFIGS, |round, &config| {
+        let m = measure(config, &agent, &disk, reads, cpu)?;
+        eprintln!(
+            "xtask: bench block: round {}/{} {:<8} {:8.1} ns/io",
+            round + 1,
+            args.rounds,
+            config.name(),
+            m.ns_per_io
+        );
+        Ok(m)
+    })?;
+    print_report(args, cpu, reads, &results);
+    Ok(())
+}
+
+fn require_bpftrace() -> Result<()> {
+    match Command::new("bpftrace").arg("--version").output() {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => bail!("`bpftrace --version` failed ({})", out.status),
+        Err(e) => {
+            Err(e).context("cannot run bpftrace (`cargo xtask setup --test-tools` installs it)")
+        }
+    }
+}
+
+fn workload_cpu(asked: Option<usize>) -> Result<usize> {
+    let allowed = allowed_cpus()?;
+    match asked {
+        Some(cpu) if allowed.contains(&cpu) => Ok(cpu),
+        Some(cpu) => bail!("--cpu {cpu} is not one of the CPUs we may use: {allowed:?}"),
+        None => allowed.last().copied().context("no CPU allowed"),
+    }
+}
+
+fn measure(
+    config: Config,
+    agent: &Path,
+    disk: &harness::LoopDevice,
+    reads: u64,
+    cpu: usize,
+) -> Result<Measurement> {
+    let mut attached = attach(config, agent)?;
+    read_loop(&disk.path, cpu, WARMUP_READS.min(reads))?;
+    std::thread::sleep(SETTLE);
+    let before = match &attached {
+        Some((_, Some(addr))) => Some((*addr, counted(*addr, disk.name())?)),
+        _ => None,
+    };
+    let chunks = read_loop(&disk.path, cpu, reads)?;
+    let counted_per_read = match before {
+        Some((addr, n)) => Some((counted(addr, disk.name())? - n) / reads as f64),
+        None => None,
+    };
+    if let Some((mut p, _)) = attached.take() {
+        p.check_running()?;
+        p.stop()?;
+    }
+    let per_io: Vec<f64> = chunks.iter().map(|d| d.as_nanos() as f64).collect();
+    Ok(Measurement {
+        ns_per_io: median(&per_io),
+        counted_per_read,
+    })
+}
+
+/// Completions the agent counted on `device`, all operations.
+fn counted(addr: SocketAddr, device: &str) -> Result<f64> {
+    Ok(scrape(addr)?
+        .sum(DEVICE_COUNT, &[("device", device)])
+        .unwrap_or(0.0))
+}
+
+fn attach(config: Config, agent: &Path) -> Result<Option<(Background, Option<SocketAddr>)>> {
+    Ok(Some(match config {
+        Config::Baseline => return Ok(None),
+        Config::Floor => {
+            let mut cmd = Command::new(agent);
+            cmd.args(["bench-floor", "--block"]);
+            let mut p = Background::spawn("agent bench-floor --block", cmd, libc::SIGTERM)?;
+            p.wait_for_line(READY_TIMEOUT, |l| l.trim() == "ready")?;
+            (p, None)
+        }
+        Config::Agent => {
+            let (p, addr) = start_agent(agent, &["run", "--strict", "--probes", "block"])?;
+            (p, Some(addr))
+        }
+        Config::Bpftrace => {
+            let mut cmd = Command::new("bpftrace");
+            cmd.args(["-e", BPFTRACE_PROGRAM]);
+            let mut p = Background::spawn("bpftrace", cmd, libc::SIGINT)?;
+            p.wait_for_line(READY_TIMEOUT, |l| l.starts_with("Attaching"))?;
+            std::thread::sleep(BPFTRACE_ATTACH_WAIT);
+            p.check_running()?;
+            (p, None)
+        }
+    }))
+}
+
+/// `reads` O_DIRECT 4 KiB reads from a thread pinned to `cpu`, in CHUNKS
+/// timed chunks; returns each chunk's time per read.
+fn read_loop(dev: &str, cpu: usize, reads: u64) -> Result<Vec<Duration>> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(dev)
+        .with_context(|| format!("opening {dev} with O_DIRECT"))?;
+    std::thread::scope(|s| {
+        s.spawn(|| -> Result<Vec<Duration>> {
+            pin_current_thread(cpu)?;
+            let layout = std::alloc::Layout::from_size_align(READ, READ)?;
+            // SAFETY: a non-zero size; freed below with the same layout.
+            let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+            if ptr.is_null() {
+                bail!("allocating an aligned buffer");
+            }
+            // SAFETY: `ptr` holds READ initialized bytes until dealloc.
+            let buf = unsafe { std::slice::from_raw_parts_mut(ptr, READ) };
+            let blocks = (DEVICE_MIB << 20) / READ as u64;
+            let per_chunk = reads.div_ceil(CHUNKS);
+            let mut chunks = Vec::with_capacity(CHUNKS as usize);
+            let (mut done, mut result) = (0, Ok(()));
+            while done < reads && result.is_ok() {
+                let n = per_chunk.min(reads - done);
+                let start = Instant::now();
+                for i in done..done + n {
+                    if let Err(e) = file.read_exact_at(buf, (i % blocks) * READ as u64) {
+                        result = Err(e);
+                        break;
+                    }
+                }
+                chunks.push(start.elapsed() / n as u32);
+                done += n;
+            }
+            // SAFETY: allocated above with this layout.
+            unsafe { std::alloc::dealloc(ptr, layout) };
+            result.context("O_DIRECT read")?;
+            Ok(chunks)
+        })
+        .join()
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("the reader panicked")))
+    })
+}
+
+fn print_report(args: &BenchArgs, cpu: usize, reads: u64, results: &[Vec<Measurement>]) {
+    let idx = |c: Config| CONFIGS.iter().position(|&x| x == c).expect("in CONFIGS");
+    let stats: Vec<(f64, f64, f64)> = results
+        .iter()
+        .map(|ms| {
+            let v: Vec<f64> = ms.iter().map(|m| m.ns_per_io).collect();
+            let (lo, hi) = min_max(&v);
+            (median(&v), lo, hi)
+        })
+        .collect();
+    let base = stats[idx(Config::Baseline)].0;
+    let added = |c: Config| stats[idx(c)].0 - base;
+
+    println!();
+    println!(
+        "block I/O overhead: O_DIRECT 4 KiB reads from a loop device on tmpfs, one thread pinned to CPU {cpu}"
+    );
+    print_machine();
+    println!(
+        "  runs     {} rounds x {reads} reads per configuration, order rotated each round",
+        args.rounds
+    );
+    println!();
+    println!(
+        "  {:<10} {:>10} {:>20} {:>10}",
+        "config", "ns/io", "min..max", "added ns"
+    );
+    for (config, (med, lo, hi)) in CONFIGS.iter().zip(&stats) {
+        let added = match config {
+            Config::Baseline => "-".to_string(),
+            &c => format!("{:+.1}", added(c)),
+        };
+        println!(
+            "  {:<10} {:>10.1} {:>20} {:>10}",
+            config.name(),
+            med,
+            format!("{lo:.1}..{hi:.1}"),
+            added
+        );
+    }
+    let (bmed, blo, bhi) = stats[idx(Config::Baseline)];
+    if (bhi - blo) / bmed > NOISY_SPREAD {
+        println!(
+            "  note: baseline varied by {:.0}% between rounds: other work interfered; treat the ratio as rough",
+            100.0 * (bhi - blo) / bmed
+        );
+    }
+    println!();
+    let (peer, agent) = (added(Config::Bpftrace), added(Config::Agent));
+    if peer <= 0.0 {
+        println!(
+            "  {:<30} n/a   (bpftrace added {peer:+.1} ns: too noisy, rerun)  MISS",
+            "agent added / bpftrace added"
+        );
+    } else {
+        let ratio = agent / peer;
+        let verdict = if ratio <= TARGET_VS_PEER {
+            "PASS"
+        } else {
+            "MISS"
+        };
+        println!(
+            "  {:<30} {ratio:>5.2}  (target <= {TARGET_VS_PEER:.2})  {verdict}",
+            "agent added / bpftrace added"
+        );
+    }
+    let floor = added(Config::Floor);
+    if floor > 0.0 {
+        println!(
+            "  {:<30} {:>5.2}  (information)",
+            "agent added / floor added",
+            agent / floor
+        );
+    }
+    let counted: Vec<f64> = results[idx(Config::Agent)]
+        .iter()
+        .filter_map(|m| m.counted_per_read)
+        .collect();
+    println!(
+        "  {:<30} {:>5.2}  (the agent's device-time count on the loop device per read: 1.00 is exact)",
+        "requests counted per read",
+        median(&counted)
+    );
+    println!();
+    let mut cmd = format!(
+        "cargo xtask bench block --rounds {} --calls {}",
+        args.rounds, args.calls
+    );
+    if let Some(cpu) = args.cpu {
+        cmd.push_str(&format!(" --cpu {cpu}"));
+    }
+    println!("reproduce (as root): {cmd}");
+}
