@@ -4,6 +4,7 @@
 
 use super::procstat::ProcStats;
 use crate::probes::AttachView;
+use crate::probes::block::view::BlockRow;
 use crate::probes::sched::view::Runqueue;
 use crate::probes::syscalls::view::SyscallRow;
 use crate::probes::tcp::view::Tcp;
@@ -27,6 +28,8 @@ pub struct Snapshot {
     pub syscalls: Vec<SyscallRow>,
     pub runqueue: Option<Runqueue>,
     pub tcp: Option<Tcp>,
+    /// Per device and operation (None when the probe is not attached).
+    pub block: Option<Vec<BlockRow>>,
     /// None once the process has exited.
     pub process: Option<ProcStats>,
     /// Set on the final object when the process exited and its status is known.
@@ -65,6 +68,7 @@ impl Snapshot {
             syscalls: Vec::new(),
             runqueue: None,
             tcp: None,
+            block: None,
             process: None,
             exit: None,
             events_lost: 0,

@@ -171,6 +171,7 @@ mod tests {
                 buckets,
             }),
             tcp: None,
+            block: None,
             process: None,
             exit: None,
             events_lost: 0,

@@ -3,7 +3,7 @@
 //! the table: `--probes` values, start-up, self-stats, the registry, reload
 //! and attach mode. Adding a probe: docs/adding-a-probe.md.
 
-mod block;
+pub(crate) mod block;
 mod oom;
 mod program;
 mod ring_drain;

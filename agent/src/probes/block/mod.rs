@@ -6,6 +6,7 @@
 
 mod devices;
 mod metrics;
+pub(crate) mod view;
 
 use super::{Loss, Prepare, Probe, Running, Start, lock};
 use crate::bpf::LoadPlan;
@@ -35,7 +36,7 @@ pub(crate) const PROBE: Probe = Probe {
     ],
     prepare,
     start,
-    render: None,
+    render: Some(view::render),
 };
 
 fn prepare(p: &Prepare<'_>, plan: &mut LoadPlan) -> Result<()> {
@@ -139,6 +140,10 @@ fn sum<'a>(per_cpu: impl Iterator<Item = &'a BlockHist>) -> BlockHist {
 impl Running for Arc<Block> {
     fn collector(&self) -> Box<dyn Collector> {
         Box::new(metrics::BlockCollector(self.clone()))
+    }
+
+    fn attach_view(&self) -> Option<Box<dyn super::AttachView>> {
+        Some(Box::new(view::BlockView::new(self.clone())))
     }
 }
 
