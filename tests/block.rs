@@ -61,9 +61,16 @@ fn assert_exact(e: &Exposition, dev: &str) {
             assert_eq!(cum, want, "{op} size bucket le={le}");
         }
         let queued = count(e, QUEUE, dev, op);
-        assert!(queued <= n as f64, "{op}: {queued} queue times for {n} requests");
+        assert!(
+            queued <= n as f64,
+            "{op}: {queued} queue times for {n} requests"
+        );
         let device = e.buckets(DEVICE, &labels);
-        assert_eq!(device.last().map(|b| b.1), Some(n as f64), "{op} +Inf bucket");
+        assert_eq!(
+            device.last().map(|b| b.1),
+            Some(n as f64),
+            "{op} +Inf bucket"
+        );
     }
 }
 
@@ -90,7 +97,12 @@ fn loop_device_io_counts_exactly_and_agrees_with_bpftrace_and_diskstats() {
         d = disk.dev()
     ));
     let before = agent.scrape();
-    let w = Workload::start(&["blockio", &disk.path, &READS.to_string(), &WRITES.to_string()]);
+    let w = Workload::start(&[
+        "blockio",
+        &disk.path,
+        &READS.to_string(),
+        &WRITES.to_string(),
+    ]);
     w.go();
     let after = agent.scrape();
     let theirs = bt.stop_maps(&["all", "r", "w"]);
@@ -105,7 +117,10 @@ fn loop_device_io_counts_exactly_and_agrees_with_bpftrace_and_diskstats() {
         after.value(name, &l) - before.value(name, &l)
     };
     assert_eq!(disk_delta("node_disk_reads_completed_total"), READS as f64);
-    assert_eq!(disk_delta("node_disk_writes_completed_total"), WRITES as f64);
+    assert_eq!(
+        disk_delta("node_disk_writes_completed_total"),
+        WRITES as f64
+    );
     // Requests started after the first scrape are all matched: nothing lost
     // in between (before it, another disk may have had I/O in flight at attach).
     assert_eq!(losses(&after), losses(&before), "losses during the run");
@@ -117,7 +132,12 @@ fn loop_device_io_counts_exactly_and_agrees_with_bpftrace_and_diskstats() {
 #[test]
 fn pid_mode_counts_the_process_io_with_zero_losses() {
     let disk = LoopDevice::new(16);
-    let w = Workload::start(&["blockio", &disk.path, &READS.to_string(), &WRITES.to_string()]);
+    let w = Workload::start(&[
+        "blockio",
+        &disk.path,
+        &READS.to_string(),
+        &WRITES.to_string(),
+    ]);
     let agent = Agent::start(&["--pid", &w.pid(), "--probes", "block"]);
     w.go();
     let e = agent.scrape();

@@ -37,7 +37,10 @@ impl LoopDevice {
             .unwrap_or_else(|e| panic!("creating {}: {e}", file.display()));
         let out = Command::new("losetup")
             .args(["-f", "--show"])
-            .arg(format!("--direct-io={}", if direct_io { "on" } else { "off" }))
+            .arg(format!(
+                "--direct-io={}",
+                if direct_io { "on" } else { "off" }
+            ))
             .arg(&file)
             .output()
             .expect("run losetup (util-linux)");

@@ -209,7 +209,8 @@ const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
 impl StatsOn {
     fn enable() -> Result<StatsOn> {
-        let old = std::fs::read_to_string(BPF_STATS).with_context(|| format!("reading {BPF_STATS}"))?;
+        let old =
+            std::fs::read_to_string(BPF_STATS).with_context(|| format!("reading {BPF_STATS}"))?;
         std::fs::write(BPF_STATS, "1").with_context(|| format!("writing {BPF_STATS}"))?;
         Ok(StatsOn(old.trim().to_string()))
     }
@@ -218,7 +219,10 @@ impl StatsOn {
 impl Drop for StatsOn {
     fn drop(&mut self) {
         if let Err(e) = std::fs::write(BPF_STATS, &self.0) {
-            eprintln!("xtask: bench block: could not restore {BPF_STATS} to {}: {e}", self.0);
+            eprintln!(
+                "xtask: bench block: could not restore {BPF_STATS} to {}: {e}",
+                self.0
+            );
         }
     }
 }
@@ -356,7 +360,9 @@ fn print_report(args: &BenchArgs, cpu: usize, reads: u64, results: &[Vec<Measure
             .collect();
         median(&v)
     };
-    println!("  BPF programs' run time per read (kernel.bpf_stats_enabled, medians; the node's other I/O included):");
+    println!(
+        "  BPF programs' run time per read (kernel.bpf_stats_enabled, medians; the node's other I/O included):"
+    );
     for c in [Config::Floor, Config::Agent, Config::Bpftrace] {
         println!("    {:<10} {:>10.1} ns", c.name(), prog(c));
     }

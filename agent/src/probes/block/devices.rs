@@ -54,7 +54,9 @@ mod tests {
 
     #[test]
     fn names_by_kernel_dev_t() {
-        let m = parse(" 254       0 vda 1 2 3\n   7       3 loop3 0 0\n 259 1048575 nvme9n9 1\nbad line\n");
+        let m = parse(
+            " 254       0 vda 1 2 3\n   7       3 loop3 0 0\n 259 1048575 nvme9n9 1\nbad line\n",
+        );
         assert_eq!(m[&(254 << 20)], "vda");
         assert_eq!(m[&(7 << 20 | 3)], "loop3");
         assert_eq!(m[&(259 << 20 | 0xfffff)], "nvme9n9");

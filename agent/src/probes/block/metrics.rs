@@ -27,10 +27,13 @@ fn size_buckets(counts: &[u64; SIZE_BOUNDS + 1]) -> Vec<(f64, u64)> {
         .collect()
 }
 
+/// A latency family: name, help, and which of a row's histograms it shows.
+type LatencyFamily = (&'static str, &'static str, fn(&super::Row) -> &Latency);
+
 impl Collector for BlockCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
         let rows = self.0.rows();
-        let latency: [(&str, &str, fn(&super::Row) -> &Latency); 2] = [
+        let latency: [LatencyFamily; 2] = [
             (
                 "block_io_queue",
                 "Time block requests waited between insert (I/O scheduler or plug) and issue to the driver; requests issued directly have none",

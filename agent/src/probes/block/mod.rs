@@ -31,8 +31,14 @@ pub(crate) const PROBE: Probe = Probe {
             "complete_without_issue",
             Loss::Kernel(counters::BLOCK_COMPLETE_WITHOUT_ISSUE),
         ),
-        ("histogram_map_full", Loss::Kernel(counters::BLOCK_HIST_FULL)),
-        ("request_read_failed", Loss::Kernel(counters::BLOCK_READ_FAILED)),
+        (
+            "histogram_map_full",
+            Loss::Kernel(counters::BLOCK_HIST_FULL),
+        ),
+        (
+            "request_read_failed",
+            Loss::Kernel(counters::BLOCK_READ_FAILED),
+        ),
     ],
     prepare,
     start,
@@ -162,7 +168,12 @@ mod tests {
         a.size_sum = 12288;
         let t = sum([a, a].iter());
         assert_eq!(
-            (t.queue.buckets[1], t.queue.count, t.device.count, t.device.sum_ns),
+            (
+                t.queue.buckets[1],
+                t.queue.count,
+                t.device.count,
+                t.device.sum_ns
+            ),
             (4, 4, 6, 60)
         );
         assert_eq!((t.size[3], t.size_sum), (6, 24576));
