@@ -191,7 +191,7 @@ fn check_config_prints_every_setting_and_its_source() {
     assert_eq!(row("no-collector"), ["no-collector", "file", "cpu,process"]);
     assert_eq!(
         row("probes"),
-        ["probes", "default", "syscalls,tcp,sched,oom"]
+        ["probes", "default", "syscalls,tcp,sched,oom,block"]
     );
     assert_eq!(row("pid"), ["pid", "default", "(unset)"]);
     assert_eq!(row("config"), ["config", "flag", config]);
