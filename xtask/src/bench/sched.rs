@@ -14,11 +14,11 @@
 //! See docs/benchmarks.md for how to read the results.
 
 use super::{
-    BPFTRACE_ATTACH_WAIT, Background, BenchArgs, NOISY_SPREAD, READY_TIMEOUT, agent_bin,
-    allowed_cpus, interleaved, median, min_max, pin_current_thread, print_machine, process_cpu,
-    process_rss, require_root, scrape, start_agent,
+    BPFTRACE_ATTACH_WAIT, Background, BenchArgs, READY_TIMEOUT, agent_bin, interleaved, median,
+    min_max, pin_current_thread, print_configs, print_machine, process_cpu, process_rss,
+    require_bpftrace, require_root, scrape, start_agent, workload_cpu,
 };
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
@@ -109,25 +109,6 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     })?;
     print_report(args, cpu, round_trips, &results);
     Ok(())
-}
-
-fn require_bpftrace() -> Result<()> {
-    match Command::new("bpftrace").arg("--version").output() {
-        Ok(out) if out.status.success() => Ok(()),
-        Ok(out) => bail!("`bpftrace --version` failed ({})", out.status),
-        Err(e) => {
-            Err(e).context("cannot run bpftrace (`cargo xtask setup --test-tools` installs it)")
-        }
-    }
-}
-
-fn workload_cpu(asked: Option<usize>) -> Result<usize> {
-    let allowed = allowed_cpus()?;
-    match asked {
-        Some(cpu) if allowed.contains(&cpu) => Ok(cpu),
-        Some(cpu) => bail!("--cpu {cpu} is not one of the CPUs we may use: {allowed:?}"),
-        None => allowed.last().copied().context("no CPU allowed"),
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -319,31 +300,7 @@ fn print_report(args: &BenchArgs, cpu: usize, round_trips: u64, results: &[Vec<M
         args.rounds,
         2 * round_trips
     );
-    println!();
-    println!(
-        "  {:<10} {:>10} {:>20} {:>10}",
-        "config", "ns/switch", "min..max", "added ns"
-    );
-    for (config, (med, lo, hi)) in CONFIGS.iter().zip(&stats) {
-        let added = match config {
-            Config::Baseline => "-".to_string(),
-            &c => format!("{:+.1}", added(c)),
-        };
-        println!(
-            "  {:<10} {:>10.1} {:>20} {:>10}",
-            config.name(),
-            med,
-            format!("{lo:.1}..{hi:.1}"),
-            added
-        );
-    }
-    let (bmed, blo, bhi) = stats[idx(Config::Baseline)];
-    if (bhi - blo) / bmed > NOISY_SPREAD {
-        println!(
-            "  note: baseline varied by {:.0}% between rounds: other work interfered; treat the ratio as rough",
-            100.0 * (bhi - blo) / bmed
-        );
-    }
+    print_configs("ns/switch", &CONFIGS.map(Config::name), &stats);
     println!();
     let peer = added(Config::Bpftrace);
     let agent = added(Config::Agent);
