@@ -23,43 +23,16 @@
 //!
 //! See docs/benchmarks.md for how to read the results.
 
+use super::four_way::{CONFIGS, Config, Setup};
 use super::{
-    BPFTRACE_ATTACH_WAIT, Background, BenchArgs, READY_TIMEOUT, agent_bin, interleaved, median,
-    min_max, pin_current_thread, print_configs, print_machine, require_bpftrace, require_root,
-    scrape, start_agent, workload_cpu,
+    BenchArgs, agent_bin, interleaved, median, min_max, pin_current_thread, print_configs,
+    print_machine, require_bpftrace, require_root, scrape, workload_cpu,
 };
 use anyhow::{Context, Result, bail};
 use std::net::SocketAddr;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
-
-#[derive(Clone, Copy, PartialEq, Debug)]
-enum Config {
-    Baseline,
-    Floor,
-    Agent,
-    Bpftrace,
-}
-
-const CONFIGS: [Config; 4] = [
-    Config::Baseline,
-    Config::Floor,
-    Config::Agent,
-    Config::Bpftrace,
-];
-
-impl Config {
-    fn name(self) -> &'static str {
-        match self {
-            Config::Baseline => "baseline",
-            Config::Floor => "floor",
-            Config::Agent => "agent",
-            Config::Bpftrace => "bpftrace",
-        }
-    }
-}
 
 /// The peer: biolatency on tracepoints (bpftrace's biolatency.bt needs
 /// kprobes, which this kernel lacks), with a size histogram like ours.
@@ -69,6 +42,11 @@ const BPFTRACE_PROGRAM: &str = "tracepoint:block:block_rq_issue \
     { @usecs[args->dev] = hist((nsecs - @start[args->dev, args->sector]) / 1000); \
       @bytes[args->dev] = hist(args->nr_sector * 512); \
       delete(@start[args->dev, args->sector]); }";
+
+const SETUP: Setup = Setup {
+    probe: "block",
+    bpftrace_program: BPFTRACE_PROGRAM,
+};
 
 /// Target: the agent adds at most this fraction of what bpftrace adds.
 const TARGET_VS_PEER: f64 = 0.5;
@@ -128,7 +106,7 @@ fn measure(
     reads: u64,
     cpu: usize,
 ) -> Result<Measurement> {
-    let mut attached = attach(config, agent)?;
+    let mut attached = SETUP.attach(config, agent)?;
     read_loop(&disk.path, cpu, WARMUP_READS.min(reads))?;
     std::thread::sleep(SETTLE);
     let before = match &attached {
@@ -213,32 +191,6 @@ fn counted(addr: SocketAddr, device: &str) -> Result<f64> {
     Ok(scrape(addr)?
         .sum(DEVICE_COUNT, &[("device", device)])
         .unwrap_or(0.0))
-}
-
-fn attach(config: Config, agent: &Path) -> Result<Option<(Background, Option<SocketAddr>)>> {
-    Ok(Some(match config {
-        Config::Baseline => return Ok(None),
-        Config::Floor => {
-            let mut cmd = Command::new(agent);
-            cmd.args(["bench-floor", "--block"]);
-            let mut p = Background::spawn("agent bench-floor --block", cmd, libc::SIGTERM)?;
-            p.wait_for_line(READY_TIMEOUT, |l| l.trim() == "ready")?;
-            (p, None)
-        }
-        Config::Agent => {
-            let (p, addr) = start_agent(agent, &["run", "--strict", "--probes", "block"])?;
-            (p, Some(addr))
-        }
-        Config::Bpftrace => {
-            let mut cmd = Command::new("bpftrace");
-            cmd.args(["-e", BPFTRACE_PROGRAM]);
-            let mut p = Background::spawn("bpftrace", cmd, libc::SIGINT)?;
-            p.wait_for_line(READY_TIMEOUT, |l| l.starts_with("Attaching"))?;
-            std::thread::sleep(BPFTRACE_ATTACH_WAIT);
-            p.check_running()?;
-            (p, None)
-        }
-    }))
 }
 
 /// `reads` O_DIRECT 4 KiB reads from a thread pinned to `cpu`, in CHUNKS

@@ -8,6 +8,7 @@
 //! rounds so drift hits each one equally, and reports medians.
 
 mod block;
+mod four_way;
 mod sched;
 mod scrape;
 mod soak;

@@ -13,43 +13,16 @@
 //!
 //! See docs/benchmarks.md for how to read the results.
 
+use super::four_way::{CONFIGS, Config, Setup};
 use super::{
-    BPFTRACE_ATTACH_WAIT, Background, BenchArgs, READY_TIMEOUT, agent_bin, interleaved, median,
-    min_max, pin_current_thread, print_configs, print_machine, process_cpu, process_rss,
-    require_bpftrace, require_root, scrape, start_agent, workload_cpu,
+    BenchArgs, agent_bin, interleaved, median, min_max, pin_current_thread, print_configs,
+    print_machine, process_cpu, process_rss, require_bpftrace, require_root, scrape, workload_cpu,
 };
 use anyhow::{Context, Result};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
-
-#[derive(Clone, Copy, PartialEq, Debug)]
-enum Config {
-    Baseline,
-    Floor,
-    Agent,
-    Bpftrace,
-}
-
-const CONFIGS: [Config; 4] = [
-    Config::Baseline,
-    Config::Floor,
-    Config::Agent,
-    Config::Bpftrace,
-];
-
-impl Config {
-    fn name(self) -> &'static str {
-        match self {
-            Config::Baseline => "baseline",
-            Config::Floor => "floor",
-            Config::Agent => "agent",
-            Config::Bpftrace => "bpftrace",
-        }
-    }
-}
 
 /// The peer: runqlat on the classic sched tracepoints.
 const BPFTRACE_PROGRAM: &str = "tracepoint:sched:sched_wakeup,tracepoint:sched:sched_wakeup_new \
@@ -57,6 +30,11 @@ const BPFTRACE_PROGRAM: &str = "tracepoint:sched:sched_wakeup,tracepoint:sched:s
     tracepoint:sched:sched_switch { if (args->prev_state == 0) { @qtime[args->prev_pid] = nsecs; } \
     $ns = @qtime[args->next_pid]; if ($ns) { @usecs = hist((nsecs - $ns) / 1000); } \
     delete(@qtime[args->next_pid]); }";
+
+const SETUP: Setup = Setup {
+    probe: "sched",
+    bpftrace_program: BPFTRACE_PROGRAM,
+};
 
 /// Target: the agent adds at most this fraction of what bpftrace adds.
 const TARGET_VS_PEER: f64 = 0.3;
@@ -115,7 +93,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 // One measurement
 
 fn measure(config: Config, agent: &Path, round_trips: u64, cpu: usize) -> Result<Measurement> {
-    let mut attached = attach(config, agent)?;
+    let mut attached = SETUP.attach(config, agent)?;
     ping_pong(cpu, WARMUP_ROUND_TRIPS.min(round_trips))?;
     std::thread::sleep(SETTLE);
     let watch = match &attached {
@@ -153,34 +131,6 @@ fn runq_count(addr: SocketAddr) -> Result<f64> {
     let text = scrape(addr)?;
     text.sum(RUNQ_COUNT, &[])
         .with_context(|| format!("{RUNQ_COUNT} missing from /metrics"))
-}
-
-/// Starts what `config` needs and waits until its probes are attached; the
-/// address is the agent's metrics endpoint.
-fn attach(config: Config, agent: &Path) -> Result<Option<(Background, Option<SocketAddr>)>> {
-    Ok(Some(match config {
-        Config::Baseline => return Ok(None),
-        Config::Floor => {
-            let mut cmd = Command::new(agent);
-            cmd.args(["bench-floor", "--sched"]);
-            let mut p = Background::spawn("agent bench-floor --sched", cmd, libc::SIGTERM)?;
-            p.wait_for_line(READY_TIMEOUT, |l| l.trim() == "ready")?;
-            (p, None)
-        }
-        Config::Agent => {
-            let (p, addr) = start_agent(agent, &["run", "--strict", "--probes", "sched"])?;
-            (p, Some(addr))
-        }
-        Config::Bpftrace => {
-            let mut cmd = Command::new("bpftrace");
-            cmd.args(["-e", BPFTRACE_PROGRAM]);
-            let mut p = Background::spawn("bpftrace", cmd, libc::SIGINT)?;
-            p.wait_for_line(READY_TIMEOUT, |l| l.starts_with("Attaching"))?;
-            std::thread::sleep(BPFTRACE_ATTACH_WAIT);
-            p.check_running()?;
-            (p, None)
-        }
-    }))
 }
 
 // ---------------------------------------------------------------------------
