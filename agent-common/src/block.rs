@@ -3,8 +3,6 @@
 //! per (device, operation), two latency histograms in the agent's buckets and
 //! a size histogram in power-of-two byte buckets. Nothing is streamed.
 
-use crate::buckets;
-
 /// Operations, the `op` label (from the request's `cmd_flags & REQ_OP_MASK`).
 pub const OP_READ: u32 = 0;
 pub const OP_WRITE: u32 = 1;
@@ -54,15 +52,9 @@ pub fn size_index(bytes: u64) -> usize {
     if i > SIZE_BOUNDS { SIZE_BOUNDS } else { i }
 }
 
-/// One latency histogram: non-cumulative counts in the agent's buckets
-/// (agent_common::buckets), count and exact sum.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Latency {
-    pub buckets: [u64; buckets::COUNT],
-    pub count: u64,
-    pub sum_ns: u64,
-}
+/// One latency histogram: the run-queue probe's layout (non-cumulative
+/// counts in the agent's buckets, count and exact sum).
+pub use crate::sched::RunqHist as Latency;
 
 /// Everything the kernel keeps per (device, operation) and CPU.
 #[repr(C)]
@@ -75,14 +67,6 @@ pub struct BlockHist {
     /// Bytes of each completed request, in `size_index` buckets (+Inf last).
     pub size: [u64; SIZE_BOUNDS + 1],
     pub size_sum: u64,
-}
-
-impl Latency {
-    pub const ZERO: Latency = Latency {
-        buckets: [0; buckets::COUNT],
-        count: 0,
-        sum_ns: 0,
-    };
 }
 
 impl BlockHist {
@@ -125,7 +109,7 @@ pub const INFLIGHT_ENTRIES: u32 = 16384;
 /// (device, operation) histograms: 5 operations on up to ~200 disks.
 pub const HIST_ENTRIES: u32 = 1024;
 
-crate::impl_pod!(BlockKey, Latency, BlockHist, Inflight, BlockOffsets);
+crate::impl_pod!(BlockKey, BlockHist, Inflight, BlockOffsets);
 
 #[cfg(test)]
 mod tests {

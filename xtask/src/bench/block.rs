@@ -23,10 +23,10 @@
 //!
 //! See docs/benchmarks.md for how to read the results.
 
-use super::four_way::{CONFIGS, Config, Setup};
+use super::four_way::{CONFIGS, Config, Setup, spread};
 use super::{
-    BenchArgs, agent_bin, interleaved, median, min_max, pin_current_thread, print_configs,
-    print_machine, require_bpftrace, require_root, scrape, workload_cpu,
+    BenchArgs, agent_bin, interleaved, median, pin_current_thread, print_configs, print_machine,
+    require_bpftrace, require_root, scrape, workload_cpu,
 };
 use anyhow::{Context, Result, bail};
 use std::net::SocketAddr;
@@ -239,15 +239,8 @@ fn read_loop(dev: &str, cpu: usize, reads: u64) -> Result<Vec<Duration>> {
 }
 
 fn print_report(args: &BenchArgs, cpu: usize, reads: u64, results: &[Vec<Measurement>]) {
-    let idx = |c: Config| CONFIGS.iter().position(|&x| x == c).expect("in CONFIGS");
-    let stats: Vec<(f64, f64, f64)> = results
-        .iter()
-        .map(|ms| {
-            let v: Vec<f64> = ms.iter().map(|m| m.ns_per_io).collect();
-            let (lo, hi) = min_max(&v);
-            (median(&v), lo, hi)
-        })
-        .collect();
+    let idx = Config::index;
+    let stats = spread(results, |m| m.ns_per_io);
     let base = stats[idx(Config::Baseline)].0;
     let added = |c: Config| stats[idx(c)].0 - base;
 

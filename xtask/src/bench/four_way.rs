@@ -34,6 +34,25 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Its position in [`CONFIGS`] (and in the results `interleaved` returns).
+    pub fn index(self) -> usize {
+        CONFIGS.iter().position(|&c| c == self).expect("in CONFIGS")
+    }
+}
+
+/// (median, min, max) over the rounds of each configuration's `of`.
+pub fn spread<M>(results: &[Vec<M>], of: impl Fn(&M) -> f64) -> Vec<(f64, f64, f64)> {
+    results
+        .iter()
+        .map(|ms| {
+            let v: Vec<f64> = ms.iter().map(&of).collect();
+            let (lo, hi) = super::min_max(&v);
+            (super::median(&v), lo, hi)
+        })
+        .collect()
+}
+
 /// What a bench attaches: `agent bench-floor --<probe>`, `agent run --probes
 /// <probe>`, and bpftrace running `program`.
 pub struct Setup<'a> {

@@ -13,10 +13,10 @@
 //!
 //! See docs/benchmarks.md for how to read the results.
 
-use super::four_way::{CONFIGS, Config, Setup};
+use super::four_way::{CONFIGS, Config, Setup, spread};
 use super::{
-    BenchArgs, agent_bin, interleaved, median, min_max, pin_current_thread, print_configs,
-    print_machine, process_cpu, process_rss, require_bpftrace, require_root, scrape, workload_cpu,
+    BenchArgs, agent_bin, interleaved, median, pin_current_thread, print_configs, print_machine,
+    process_cpu, process_rss, require_bpftrace, require_root, scrape, workload_cpu,
 };
 use anyhow::{Context, Result};
 use std::net::SocketAddr;
@@ -230,15 +230,8 @@ fn ping_pong(cpu: usize, round_trips: u64) -> Result<Vec<Duration>> {
 // Report
 
 fn print_report(args: &BenchArgs, cpu: usize, round_trips: u64, results: &[Vec<Measurement>]) {
-    let idx = |c: Config| CONFIGS.iter().position(|&x| x == c).expect("in CONFIGS");
-    let stats: Vec<(f64, f64, f64)> = results
-        .iter()
-        .map(|ms| {
-            let v: Vec<f64> = ms.iter().map(|m| m.ns_per_switch).collect();
-            let (lo, hi) = min_max(&v);
-            (median(&v), lo, hi)
-        })
-        .collect();
+    let idx = Config::index;
+    let stats = spread(results, |m| m.ns_per_switch);
     let base = stats[idx(Config::Baseline)].0;
     let added = |c: Config| stats[idx(c)].0 - base;
 
