@@ -125,7 +125,8 @@ mod tests {
                 ("syscalls", 19_180, 1_763),
                 ("tcp", 340, 31),
                 ("sched", 26, 25),
-                ("oom", 66, 65)
+                ("oom", 66, 65),
+                ("block", 70_656, 0)
             ]
         );
         let docs = include_str!("../../../docs/metrics.md");

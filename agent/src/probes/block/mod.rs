@@ -8,9 +8,12 @@ mod devices;
 mod metrics;
 pub(crate) mod view;
 
+use super::series::{Series, SeriesInputs};
 use super::{Loss, Prepare, Probe, Running, Start, lock};
 use crate::bpf::LoadPlan;
-use agent_common::block::{BlockHist, BlockKey, BlockOffsets, HIST_ENTRIES, INFLIGHT_ENTRIES};
+use agent_common::block::{
+    BlockHist, BlockKey, BlockOffsets, HIST_ENTRIES, INFLIGHT_ENTRIES, SIZE_BOUNDS,
+};
 use agent_common::counters;
 use anyhow::{Context, Result};
 use aya::Ebpf;
@@ -40,10 +43,21 @@ pub(crate) const PROBE: Probe = Probe {
             Loss::Kernel(counters::BLOCK_READ_FAILED),
         ),
     ],
+    series,
     prepare,
     start,
     render: Some(view::render),
 };
+
+/// Per (device, op) key the kernel's map can hold: two latency histograms
+/// and the size histogram (its bounds, +Inf, _sum, _count). No container
+/// labels.
+fn series(i: &SeriesInputs) -> Series {
+    Series {
+        host: u64::from(HIST_ENTRIES) * (2 * i.histogram + SIZE_BOUNDS as u64 + 3),
+        per_container: 0,
+    }
+}
 
 fn prepare(p: &Prepare<'_>, plan: &mut LoadPlan) -> Result<()> {
     let btf = p.btf.map_err(|e| anyhow::anyhow!("{e:#}"))?;
