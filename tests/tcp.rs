@@ -2,10 +2,11 @@
 //! agent-ebpf/src/tcp.rs): a child makes connects with known outcomes and the
 //! agent must report exactly those.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::process::Command;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
-use tests::{Agent, Exposition, Workload};
+use tests::netns::must;
+use tests::{Agent, Bpftrace, Exposition, Netns, Workload};
 
 /// A listener that accepts and drops connections until the test ends.
 fn listener(addr: &str) -> SocketAddr {
@@ -79,9 +80,11 @@ fn pid_mode_counts_successes_and_refusals_exactly() {
         e.value("ebpf_agent_probe_attached", &[("probe", "tcp")]),
         1.0
     );
+    // A refused connect is a reset received, from the closed port.
+    assert_eq!(resets(&e, "received", &closed.to_string()), J as f64);
     assert_eq!(
         e.value("ebpf_agent_events_received_total", &[("probe", "tcp")]),
-        (K + J) as f64
+        (K + J + J) as f64
     );
     agent.check_exposition_with_peers();
 }
@@ -120,63 +123,44 @@ fn node_mode_counts_accepts() {
     assert!(e.value("ebpf_agent_tcp_accepts_total", &[]) >= before + 12.0);
 }
 
-/// A test host in its own network namespace whose firewall drops SYNs to one
-/// port. Removed (with its veth pair) on drop.
+/// A test host in its own network namespace, on a veth pair, whose firewall
+/// drops SYNs to one port.
 struct BlackHole {
-    netns: String,
+    _netns: Netns,
     pub addr: SocketAddr,
 }
 
 impl BlackHole {
     fn create() -> BlackHole {
         let id = std::process::id() % 200 + 20;
-        let netns = format!("agent-test-{id}");
+        let netns = Netns::create("test", id);
+        let ns = netns.name.clone();
         let (host, peer) = (format!("vat{id}h"), format!("vat{id}p"));
         let (host_ip, peer_ip) = (
             Ipv4Addr::new(10, 231, id as u8, 1),
             Ipv4Addr::new(10, 231, id as u8, 2),
         );
-        let _ = sh(&format!("ip netns del {netns} 2>/dev/null"));
-        let hole = BlackHole {
-            netns: netns.clone(),
-            addr: SocketAddr::new(peer_ip.into(), 9999),
-        };
         for cmd in [
-            format!("ip netns add {netns}"),
             format!("ip link add {host} type veth peer name {peer}"),
-            format!("ip link set {peer} netns {netns}"),
+            format!("ip link set {peer} netns {ns}"),
             format!("ip addr add {host_ip}/30 dev {host}"),
             format!("ip link set {host} up"),
-            format!("ip -n {netns} addr add {peer_ip}/30 dev {peer}"),
-            format!("ip -n {netns} link set {peer} up"),
-            format!("ip -n {netns} link set lo up"),
-            format!("ip netns exec {netns} nft add table inet blackhole"),
-            format!(
-                "ip netns exec {netns} nft add chain inet blackhole input \
-                 '{{ type filter hook input priority 0; policy accept; }}'"
-            ),
-            format!("ip netns exec {netns} nft add rule inet blackhole input tcp dport 9999 drop"),
+            format!("ip -n {ns} addr add {peer_ip}/30 dev {peer}"),
+            format!("ip -n {ns} link set {peer} up"),
         ] {
-            assert!(
-                sh(&cmd),
-                "test host setup failed: {cmd} (needs iproute2 and nftables: `cargo xtask setup --test-tools`)"
-            );
+            must(&cmd);
         }
-        hole
+        netns.exec(&["nft", "add table inet blackhole"]);
+        netns.exec(&[
+            "nft",
+            "add chain inet blackhole input { type filter hook input priority 0; policy accept; }",
+        ]);
+        netns.exec(&["nft", "add rule inet blackhole input tcp dport 9999 drop"]);
+        BlackHole {
+            _netns: netns,
+            addr: SocketAddr::new(peer_ip.into(), 9999),
+        }
     }
-}
-
-impl Drop for BlackHole {
-    fn drop(&mut self) {
-        let _ = sh(&format!("ip netns del {}", self.netns));
-    }
-}
-
-fn sh(cmd: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", cmd])
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 #[test]
@@ -186,9 +170,18 @@ fn syn_drops_time_out_and_leave_nothing_in_flight() {
     // TCP_SYNCNT=1: the kernel gives up after one retransmission (~3 s).
     let w = Workload::start(&["connect", "1", &hole.addr.to_string(), "3"]);
     let agent = Agent::start(&["--pid", &w.pid()]);
+    let bt = Bpftrace::start(&count_retransmits_to(hole.addr.port()));
     assert_eq!(w.go(), ["ETIMEDOUT=3"]);
-    let e = agent.scrape_until(Duration::from_secs(5), |e| connects(e, "timed_out") >= 3.0);
+    let dest = hole.addr.to_string();
+    let e = agent.scrape_until(Duration::from_secs(5), |e| {
+        connects(e, "timed_out") >= 3.0 && retransmits(e, &dest) >= 3.0
+    });
     assert_eq!(connects(&e, "timed_out"), 3.0);
+    // SYN retransmits, on the sockets --pid remembered at connect: at least
+    // one per connect (how many depends on tcp_syn_linear_timeouts).
+    let syns = retransmits(&e, &dest);
+    assert!(syns >= 3.0, "{syns}");
+    assert_eq!(bt.stop("n"), syns);
     assert_eq!(connects(&e, "success"), 0.0);
     assert_eq!(
         e.value("ebpf_agent_tcp_connect_latency_seconds_count", &[]),
@@ -196,7 +189,6 @@ fn syn_drops_time_out_and_leave_nothing_in_flight() {
         "failures are not latencies"
     );
     assert_eq!(e.value("ebpf_agent_tcp_connects_in_flight", &[]), 0.0);
-    let dest = hole.addr.to_string();
     assert_eq!(
         e.value(
             "ebpf_agent_tcp_connects_by_destination_total",
@@ -204,4 +196,148 @@ fn syn_drops_time_out_and_leave_nothing_in_flight() {
         ),
         3.0
     );
+}
+
+fn retransmits(e: &Exposition, dest: &str) -> f64 {
+    e.value("ebpf_agent_tcp_retransmits_total", &[("destination", dest)])
+}
+
+fn resets(e: &Exposition, direction: &str, dest: &str) -> f64 {
+    e.value(
+        "ebpf_agent_tcp_resets_total",
+        &[("direction", direction), ("destination", dest)],
+    )
+}
+
+/// bpftrace counting, in @n, the segments retransmitted to `port` that left
+/// (a failed attempt has err != 0).
+fn count_retransmits_to(port: u16) -> String {
+    format!(
+        "BEGIN {{ @n = 0; }} tracepoint:tcp:tcp_retransmit_skb \
+         /args->dport == {port} && args->err == 0/ {{ @n++; }}"
+    )
+}
+
+fn assert_no_drops(e: &Exposition) {
+    let dropped = e.sum_by(
+        "ebpf_agent_events_dropped_total",
+        &[("probe", "tcp")],
+        "stage",
+    );
+    assert!(dropped.values().all(|&n| n == 0.0), "{dropped:?}");
+}
+
+/// An agent in node mode, with room for every destination the machine uses
+/// meanwhile, and one tracing this test process alone.
+fn node_and_self_agents() -> (Agent, Agent) {
+    let node = Agent::start(&["--tcp-destination-budget", "100000"]);
+    let me = std::process::id().to_string();
+    (node, Agent::start(&["--pid", &me]))
+}
+
+/// Both ends in one namespace, whose firewall drops the first K data segments
+/// to the server (on input, so the sends themselves succeed and the client
+/// retransmits). The namespace's own TCP counters then count this flow alone.
+#[test]
+fn retransmits_equal_the_namespaces_retrans_segs_and_bpftrace() {
+    const K: u64 = 3;
+    const PORT: u16 = 47123;
+    tests::require_root();
+    let id = std::process::id() % 200 + 20;
+    let ns = Netns::create("rtx", id);
+    let server: SocketAddr = SocketAddr::new(Ipv4Addr::new(10, 232, id as u8, 2).into(), PORT);
+    ns.exec(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{}/32", server.ip()),
+        "dev",
+        "lo",
+    ]);
+    ns.exec(&["nft", "add table inet loss"]);
+    ns.exec(&[
+        "nft",
+        "add chain inet loss input { type filter hook input priority 0; policy accept; }",
+    ]);
+    // numgen counts only the packets that got this far: data segments to PORT.
+    ns.exec(&[
+        "nft",
+        &format!(
+            "add rule inet loss input tcp dport {PORT} meta length > 100 \
+             numgen inc mod 1000000000 < {K} counter drop"
+        ),
+    ]);
+    let (node, me) = node_and_self_agents();
+    let bt = Bpftrace::start(&count_retransmits_to(PORT));
+    let before = ns.snmp("Tcp", "RetransSegs");
+    let listener = ns
+        .spawn(move || TcpListener::bind(server).unwrap())
+        .join()
+        .unwrap();
+    let reader = std::thread::spawn(move || {
+        let (mut c, _) = listener.accept().unwrap();
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).unwrap();
+        got.len()
+    });
+    ns.spawn(move || {
+        let mut c = TcpStream::connect(server).unwrap();
+        c.write_all(&[7; 1000]).unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        // Returns 0 at the server's FIN: every segment got through.
+        assert_eq!(c.read(&mut [0; 1]).unwrap(), 0);
+    })
+    .join()
+    .unwrap();
+    assert_eq!(reader.join().unwrap(), 1000);
+    let kernel = (ns.snmp("Tcp", "RetransSegs") - before) as f64;
+    assert!(
+        kernel >= K as f64,
+        "the firewall dropped {K}: {kernel} retransmits"
+    );
+    let dest = server.to_string();
+    for agent in [&node, &me] {
+        let e = agent.scrape_until(Duration::from_secs(10), |e| retransmits(e, &dest) >= kernel);
+        assert_eq!(retransmits(&e, &dest), kernel);
+        assert_eq!(
+            e.value("ebpf_agent_tcp_destinations_folded_total", &[]),
+            0.0
+        );
+        assert_no_drops(&e);
+    }
+    // Nothing else on this machine retransmits to PORT: the pid agent's total is exact too.
+    let e = me.scrape();
+    assert_eq!(e.sum("ebpf_agent_tcp_retransmits_total", &[]), Some(kernel));
+    assert_eq!(bt.stop("n"), kernel);
+    me.check_exposition_with_peers();
+}
+
+/// A server that closes a connection with unread data aborts it: one reset
+/// sent (in close(), by this process), one received by the client.
+#[test]
+fn an_abortive_close_sends_and_receives_exactly_one_reset() {
+    let (node, me) = node_and_self_agents();
+    for bind in ["127.0.0.1:0", "[::1]:0"] {
+        let listener = TcpListener::bind(bind).unwrap();
+        let server = listener.local_addr().unwrap();
+        let mut client = TcpStream::connect(server).unwrap();
+        let client_addr = client.local_addr().unwrap();
+        client.write_all(b"never read").unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        // Wait for the data to be queued on the server side, then close.
+        accepted.peek(&mut [0; 1]).unwrap();
+        drop(accepted);
+        let err = client.read(&mut [0; 1]).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{bind}");
+        let (sent_to, received_from) = (client_addr.to_string(), server.to_string());
+        for agent in [&node, &me] {
+            let e = agent.scrape_until(Duration::from_secs(10), |e| {
+                resets(e, "sent", &sent_to) >= 1.0 && resets(e, "received", &received_from) >= 1.0
+            });
+            assert_eq!(resets(&e, "sent", &sent_to), 1.0, "{bind}");
+            assert_eq!(resets(&e, "received", &received_from), 1.0, "{bind}");
+            assert_eq!(resets(&e, "received", &sent_to), 0.0, "{bind}");
+            assert_no_drops(&e);
+        }
+    }
 }

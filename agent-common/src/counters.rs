@@ -26,6 +26,15 @@ pub const RUNQ_CGROUP_MAP_FULL: u32 = 7;
 /// OOM kills not reported because the OOM ring buffer was full.
 pub const OOM_RINGBUF_DROPS: u32 = 8;
 
+/// Retransmits and resets lost because the TCP peer-event ring buffer was full.
+pub const TCP_PEER_RINGBUF_DROPS: u32 = 9;
+/// `--pid` mode: a target socket that could not be remembered (map full), so
+/// its retransmits and resets are not counted.
+pub const TCP_OWNED_FULL: u32 = 10;
+/// Retransmits and resets whose record could not be read (counted under
+/// destination "unknown" instead of their peer).
+pub const TCP_PEER_READ_FAILED: u32 = 11;
+
 /// Block requests not timed because the in-flight map was full.
 pub const BLOCK_INFLIGHT_FULL: u32 = 12;
 /// Block completions with no recorded issue (issued before the probe

@@ -74,3 +74,63 @@ pub struct TcpOffsets {
 pub const ERROR_UNKNOWN: u32 = u32::MAX;
 
 crate::impl_pod!(ConnectEvent, ConnectStart, TcpOffsets);
+
+/// `PeerEvent::kind`.
+pub const PEER_RETRANSMIT: u16 = 1;
+pub const PEER_RESET_SENT: u16 = 2;
+pub const PEER_RESET_RECEIVED: u16 = 3;
+
+/// `PeerEvent::layout`: how `peer` holds the remote end.
+/// Separate fields (`family`, `dport` in host order, `peer` = `daddr_v6`, with
+/// IPv4 mapped into IPv6), as in `tcp_retransmit_skb` and `tcp_receive_reset`.
+pub const LAYOUT_FIELDS: u16 = 0;
+/// A raw `sockaddr_in`/`sockaddr_in6` (`tcp_send_reset` since 6.10); all zero
+/// when the kernel had neither a full socket nor a packet to take it from.
+pub const LAYOUT_SOCKADDR: u16 = 1;
+
+/// A retransmitted segment or a reset, with the remote end of its flow. These
+/// fire in softirq or timer context, where the current process is not the
+/// socket's: `--pid` mode filters on the sockets remembered at connect.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerEvent {
+    pub kind: u16,
+    pub layout: u16,
+    pub family: u16,
+    pub dport: u16,
+    /// Non-zero when a field could not be read (the peer is then unknown).
+    pub read_failed: u32,
+    pub peer: [u8; 28],
+}
+
+/// Where one tracepoint's record keeps the remote end.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerFields {
+    pub skaddr: u32,
+    /// LAYOUT_FIELDS or LAYOUT_SOCKADDR.
+    pub layout: u32,
+    /// LAYOUT_FIELDS only.
+    pub family: u32,
+    pub dport: u32,
+    /// `daddr_v6` (16 bytes), or the `daddr` sockaddr (28 bytes).
+    pub peer: u32,
+    /// `state` (the socket's TCP state), or 0 when the record has none.
+    pub state: u32,
+    /// `err` of `tcp_retransmit_skb` (6.12+: it also fires for attempts that
+    /// failed to send), or 0 when the record has none.
+    pub err: u32,
+    pub _pad: u32,
+}
+
+/// Field offsets of `tcp:tcp_retransmit_skb`, `tcp:tcp_send_reset` and
+/// `tcp:tcp_receive_reset`, from tracefs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerOffsets {
+    pub retransmit: PeerFields,
+    pub reset_sent: PeerFields,
+    pub reset_received: PeerFields,
+}
+
+crate::impl_pod!(PeerEvent, PeerOffsets);

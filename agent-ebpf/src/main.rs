@@ -14,6 +14,7 @@ mod sched;
 mod syscalls;
 mod task;
 mod tcp;
+mod tcp_peer;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -10,6 +10,7 @@ use agent_common::buckets;
 use agent_common::counters::{RUNQ_CGROUP_MAP_FULL, RUNQ_READ_FAILED};
 use agent_common::sched::RunqHist;
 use aya_ebpf::{
+    Global,
     bindings::BPF_NOEXIST,
     helpers::{bpf_probe_read_kernel, generated::bpf_ktime_get_ns},
     macros::{btf_tracepoint, map, raw_tracepoint},
@@ -28,6 +29,12 @@ static RUNQ_START: Array<u64> = Array::with_max_entries(1, 0);
 /// does not fold in these defaults. Shared with the block probe.
 #[unsafe(no_mangle)]
 pub(crate) static BUCKET_NS: buckets::Padded = buckets::DEFAULT_PADDED;
+
+/// Offset of the task's state (`__state` from 5.14, `state` before) for
+/// kernels whose sched_switch has no `prev_state` argument (before 5.18),
+/// from kernel BTF; only the `*_task_state` programs read it.
+#[unsafe(no_mangle)]
+static TASK_STATE_OFFSET: Global<u32> = Global::new(0);
 
 #[map]
 static RUNQ_HIST: PerCpuArray<RunqHist> = PerCpuArray::with_max_entries(1, 0);
@@ -106,6 +113,27 @@ pub fn sched_switch(ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// sched_switch(bool preempt, prev, next) before 5.18: prev's state is read
+/// from the task (a 4-byte read: the low half of 5.10's `long state` on
+/// little-endian, all of `unsigned int __state` since 5.14).
+#[raw_tracepoint(tracepoint = "sched_switch")]
+pub fn sched_switch_task_state(ctx: RawTracePointContext) -> i32 {
+    let preempt: u64 = ctx.arg(0);
+    let prev: *const u8 = ctx.arg(1);
+    let off = TASK_STATE_OFFSET.load() as usize;
+    match unsafe { bpf_probe_read_kernel(prev.add(off) as *const u32) } {
+        Ok(state) => {
+            if still_runnable(preempt, u64::from(state)) {
+                enqueue(prev);
+            }
+        }
+        Err(_) => counters::add(RUNQ_READ_FAILED, 1),
+    }
+    let next: *const u8 = ctx.arg(2);
+    switch_in(ids(next), || cgroup_of(next));
+    0
+}
+
 #[btf_tracepoint(function = "sched_wakeup")]
 pub fn sched_wakeup_btf(ctx: BtfTracePointContext) -> i32 {
     enqueue_ids(ids_btf(ctx.arg(0)));
@@ -124,6 +152,21 @@ pub fn sched_switch_btf(ctx: BtfTracePointContext) -> i32 {
     let prev_state: u64 = ctx.arg(3);
     if still_runnable(preempt, prev_state) {
         enqueue_ids(ids_btf(ctx.arg(1)));
+    }
+    let next: *const u8 = ctx.arg(2);
+    switch_in(ids_btf(next), || cgroup_of_btf(next));
+    0
+}
+
+/// The same before 5.18, with a direct load of prev's state.
+#[btf_tracepoint(function = "sched_switch")]
+pub fn sched_switch_task_state_btf(ctx: BtfTracePointContext) -> i32 {
+    let preempt: u64 = ctx.arg(0);
+    let prev: *const u8 = ctx.arg(1);
+    let off = TASK_STATE_OFFSET.load() as usize;
+    let state = unsafe { read_volatile(prev.add(off) as *const u32) };
+    if still_runnable(preempt, u64::from(state)) {
+        enqueue_ids(ids_btf(prev));
     }
     let next: *const u8 = ctx.arg(2);
     switch_in(ids_btf(next), || cgroup_of_btf(next));

@@ -6,11 +6,11 @@
 //! error report tracepoint comes after the close on resets and timeouts).
 //! Each finished connect is one ring-buffer event; connects are rare enough.
 
-use crate::{cgroup, counters, filter};
+use crate::{cgroup, counters, filter, tcp_peer};
 use agent_common::counters::{TCP_ACCEPTS, TCP_INFLIGHT_FULL, TCP_RINGBUF_DROPS};
 use agent_common::tcp::{
-    ConnectEvent, ConnectStart, ERROR_UNKNOWN, IPPROTO_TCP, TCP_ESTABLISHED, TCP_SYN_RECV,
-    TCP_SYN_SENT, TcpOffsets,
+    ConnectEvent, ConnectStart, ERROR_UNKNOWN, IPPROTO_TCP, TCP_CLOSE, TCP_ESTABLISHED,
+    TCP_SYN_RECV, TCP_SYN_SENT, TcpOffsets,
 };
 use aya_ebpf::{
     Global,
@@ -87,6 +87,9 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     } else if old == TCP_SYN_RECV && new == TCP_ESTABLISHED && filter::all() {
         counters::add(TCP_ACCEPTS, 1);
     }
+    if new == TCP_CLOSE {
+        tcp_peer::forget(skaddr);
+    }
     0
 }
 
@@ -105,6 +108,11 @@ fn connect_started(skaddr: u64) {
     };
     if TCP_INFLIGHT.insert(skaddr, start, 0).is_err() {
         counters::add(TCP_INFLIGHT_FULL, 1);
+    }
+    // Retransmits and resets come in softirq: --pid mode knows the target's
+    // sockets by address from here on (node mode needs no per-socket state).
+    if !filter::all() {
+        tcp_peer::remember(skaddr, tgid);
     }
 }
 

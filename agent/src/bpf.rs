@@ -38,6 +38,7 @@ impl LoadPlan {
 
 pub(crate) fn load(plan: &LoadPlan) -> Result<Ebpf> {
     check_privileges(&[])?;
+    raise_memlock();
     let mut loader = EbpfLoader::new();
     for (name, bytes) in &plan.globals {
         loader.override_global(name, bytes.as_slice(), true);
@@ -48,9 +49,28 @@ pub(crate) fn load(plan: &LoadPlan) -> Result<Ebpf> {
     loader.load(OBJECT).map_err(|e| explain(e.into()))
 }
 
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK (64 KiB by
+/// default): lift it. Later kernels charge the memory cgroup, and raising it
+/// needs CAP_SYS_RESOURCE, so a refusal is only worth a debug line (loading
+/// then explains an ENOMEM/EPERM itself).
+fn raise_memlock() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads only `unlimited`.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        tracing::debug!(
+            "cannot lift RLIMIT_MEMLOCK ({}); only kernels before 5.11 need it",
+            io::Error::last_os_error()
+        );
+    }
+}
+
 /// Loads only the empty floor programs' object (same object, nothing resized).
 pub fn load_plain() -> Result<Ebpf> {
     check_privileges(&[])?;
+    raise_memlock();
     EbpfLoader::new()
         .load(OBJECT)
         .map_err(|e| explain(e.into()))

@@ -130,8 +130,9 @@ pub struct RunArgs {
           value_parser = crate::probes::names_parser())]
     pub probes: Vec<String>,
 
-    /// Destinations (ip:port) of outgoing TCP connects exported as their own
-    /// series; later new destinations are folded into destination="other".
+    /// Destinations (ip:port) of outgoing TCP connects, retransmits and resets
+    /// exported as their own series; later new destinations are folded into
+    /// destination="other".
     #[arg(long, default_value_t = 50)]
     pub tcp_destination_budget: usize,
 

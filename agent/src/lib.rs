@@ -16,6 +16,7 @@ mod exposition;
 mod histogram;
 mod http;
 mod k8s;
+mod kernel_features;
 mod node;
 mod privileges;
 mod probes;

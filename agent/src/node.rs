@@ -84,6 +84,8 @@ pub async fn run(config: Loaded) -> Result<()> {
     )?;
     // Needs CAP_SYS_ADMIN, so before the drop; held until exit.
     let bpf_stats = BpfStats::enable(args.bpf_stats, &args.collectors.procfs);
+    // Probing loads tiny programs: before the capabilities are dropped.
+    let features = crate::kernel_features::KernelFeatures::probe(&args.collectors.procfs);
     let traced = args
         .pid
         .map(|pid| args.collectors.procfs.join(pid.to_string()));
@@ -95,6 +97,7 @@ pub async fn run(config: Loaded) -> Result<()> {
         node_registry,
         reloads.registry(),
         crate::privileges::registry(),
+        crate::kernel_features::registry(features),
         endpoint.registry(),
     ];
     let registries = Arc::new(match &push {

@@ -91,26 +91,35 @@ fn parse_field_line(line: &str) -> Option<Field> {
 
 /// Reads `events/<category>/<event>/format` and returns the named field.
 pub fn field(root: &Path, category: &str, event: &str, name: &str) -> Result<Field> {
-    let path = root
-        .join("events")
-        .join(category)
-        .join(event)
-        .join("format");
+    find(&format(root, category, event)?, category, event, name)
+}
+
+/// Every field of `events/<category>/<event>/format`.
+pub fn format(root: &Path, category: &str, event: &str) -> Result<Vec<Field>> {
+    let path = format_path(root, category, event);
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!(
             "this kernel has no tracepoint {category}/{event} ({})",
             path.display()
         )
     })?;
-    parse_format(&text)
-        .into_iter()
+    Ok(parse_format(&text))
+}
+
+/// The named field among a tracepoint's `fields`.
+pub fn find(fields: &[Field], category: &str, event: &str, name: &str) -> Result<Field> {
+    fields
+        .iter()
         .find(|f| f.name == name)
-        .with_context(|| {
-            format!(
-                "tracepoint {category}/{event} has no field `{name}` ({})",
-                path.display()
-            )
-        })
+        .cloned()
+        .with_context(|| format!("tracepoint {category}/{event} has no field `{name}`"))
+}
+
+fn format_path(root: &Path, category: &str, event: &str) -> PathBuf {
+    root.join("events")
+        .join(category)
+        .join(event)
+        .join("format")
 }
 
 #[cfg(test)]

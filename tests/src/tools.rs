@@ -99,7 +99,8 @@ impl Bpftrace {
     }
 
     /// Stops it (SIGINT, which prints its maps) and returns map `name`'s
-    /// value as printed (`@name: 3`).
+    /// value as printed (`@name: 3`). bpftrace 0.17 sometimes misses a
+    /// SIGINT on a busy machine and keeps running, so it is repeated.
     pub fn stop(self, name: &str) -> f64 {
         self.stop_maps(&[name])[0]
     }
@@ -107,10 +108,26 @@ impl Bpftrace {
     /// Like [`Bpftrace::stop`], for several scalar maps.
     pub fn stop_maps(mut self, names: &[&str]) -> Vec<f64> {
         use std::io::Read;
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let mut out = String::new();
-        self.stdout.read_to_string(&mut out).unwrap();
-        self.child.wait().unwrap();
+        let mut stdout = self.stdout;
+        let reader = std::thread::spawn(move || {
+            let mut out = String::new();
+            stdout.read_to_string(&mut out).map(|_| out)
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "bpftrace did not stop on SIGINT"
+            );
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+            for _ in 0..20 {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                if self.child.try_wait().unwrap().is_some() {
+                    break;
+                }
+            }
+        }
+        let out = reader.join().unwrap().unwrap();
         names
             .iter()
             .map(|name| {

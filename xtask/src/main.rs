@@ -1,4 +1,4 @@
-//! Developer tasks: `cargo xtask setup|run|test|lint|bench`.
+//! Developer tasks: `cargo xtask setup|run|test|lint|matrix|bench`.
 //!
 //! Every task that needs the eBPF toolchain calls `setup` first, so a fresh
 //! machine needs nothing but this repository and `cargo`.
@@ -7,6 +7,7 @@ mod bench;
 mod cmd;
 mod deploy_tools;
 mod lint;
+mod matrix;
 mod setup;
 
 use anyhow::Result;
@@ -40,6 +41,8 @@ enum Task {
     },
     /// cargo fmt --check and clippy -D warnings, for the host crates and the eBPF crate.
     Lint,
+    /// Boot the matrix kernels (5.10, 6.1, 6.12) under qemu and run the core end-to-end tests in each.
+    Matrix,
     /// Measure overhead against a baseline and a peer in one interleaved run.
     Bench(bench::BenchArgs),
 }
@@ -63,7 +66,26 @@ fn run() -> Result<()> {
         Task::Test { args } => {
             setup::setup(true)?;
             lint::lint()?;
-            cmd::test(&args)
+            cmd::test(&args)?;
+            // A filtered run (`-- --test tcp`) is about this kernel only.
+            if args.is_empty() {
+                matrix::matrix()?;
+            }
+            Ok(())
+        }
+        Task::Matrix => {
+            setup::setup(true)?;
+            cmd::cargo(&[
+                "build",
+                "--release",
+                "--locked",
+                "-p",
+                "agent",
+                "-p",
+                "tests",
+                "--bins",
+            ])?;
+            matrix::matrix()
         }
         Task::Lint => {
             setup::setup(false)?;

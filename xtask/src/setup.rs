@@ -37,10 +37,12 @@ pub fn setup(test_tools: bool) -> Result<()> {
     let mut packages: Vec<&str> = BUILD_PACKAGES.to_vec();
     if test_tools {
         packages.extend_from_slice(TEST_PACKAGES);
+        packages.extend_from_slice(crate::matrix::PACKAGES);
     }
     apt_install(&packages)?;
     if test_tools {
         crate::deploy_tools::install()?;
+        crate::matrix::install()?;
     }
     nightly_rust_src()?;
     bpf_linker()?;

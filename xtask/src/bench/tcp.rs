@@ -61,6 +61,7 @@ const DRAIN_WAIT: Duration = Duration::from_millis(500);
 
 const CONNECTS: &str = "ebpf_agent_tcp_connects_total";
 const SUCCESS: (&str, &str) = ("outcome", "success");
+const RESETS: &str = "ebpf_agent_tcp_resets_total";
 
 struct Measurement {
     /// Connects per second, as fast as possible.
@@ -269,6 +270,15 @@ fn successes(addr: SocketAddr) -> Result<f64> {
         .with_context(|| format!("{CONNECTS}{{outcome=\"success\"}} missing from /metrics"))
 }
 
+/// Resets the agent counted as sent to the server: one per client close
+/// (SO_LINGER 0), plus one answering each server FIN that came after it.
+fn resets_to(addr: SocketAddr, server: SocketAddr) -> Result<f64> {
+    let dest = server.to_string();
+    Ok(scrape(addr)?
+        .sum(RESETS, &[("direction", "sent"), ("destination", &dest)])
+        .unwrap_or(0.0))
+}
+
 fn measure(config: Config, agent: &Path, server: SocketAddr) -> Result<Measurement> {
     let mut attached = match config {
         Config::Baseline => None,
@@ -312,6 +322,7 @@ struct Memory {
     rss_after: u64,
     rss_after_second: u64,
     counter_delta: f64,
+    resets_delta: f64,
     connects: u64,
     seconds: f64,
     agent_cpu: Duration,
@@ -326,6 +337,7 @@ fn memory_check(agent: &Path, server: SocketAddr) -> Result<Memory> {
     connect_n(server, MEMORY_WARMUP_CONNECTS)?;
     std::thread::sleep(DRAIN_WAIT);
     let before = successes(addr)?;
+    let resets_before = resets_to(addr, server)?;
     let rss_before = process_rss(p.pid())?;
     let cpu_before = process_cpu(p.pid())?;
     let start = Instant::now();
@@ -334,6 +346,7 @@ fn memory_check(agent: &Path, server: SocketAddr) -> Result<Memory> {
     std::thread::sleep(DRAIN_WAIT);
     let agent_cpu = process_cpu(p.pid())?.saturating_sub(cpu_before);
     let counter_delta = successes(addr)? - before;
+    let resets_delta = resets_to(addr, server)? - resets_before;
     let rss_after = process_rss(p.pid())?;
     // A second batch tells a one-off step from steady growth.
     connect_n(server, MEMORY_CONNECTS)?;
@@ -346,6 +359,7 @@ fn memory_check(agent: &Path, server: SocketAddr) -> Result<Memory> {
         rss_after,
         rss_after_second,
         counter_delta,
+        resets_delta,
         connects: MEMORY_CONNECTS,
         seconds,
         agent_cpu,
@@ -454,6 +468,11 @@ fn print_report(
         } else {
             "MISS"
         }
+    );
+    println!(
+        "  resets: {RESETS}{{direction=\"sent\"}} to the server +{:.0} for {} connects (one per \
+         client close with SO_LINGER 0, and one per server FIN that arrived after it)",
+        memory.resets_delta, memory.connects,
     );
     println!(
         "  (those {} connects took {:.1} s, {:.0}/s; the agent used {:.2} s of CPU meanwhile)",

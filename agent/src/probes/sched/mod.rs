@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 pub(crate) const PROBE: Probe = Probe {
     name: "sched",
     about: "how long runnable threads wait for a CPU (run-queue latency)",
-    needs: "tp_btf or raw tracepoints sched_wakeup, sched_wakeup_new, sched_switch (5.18 for prev_state), kernel BTF",
+    needs: "tp_btf or raw tracepoints sched_wakeup, sched_wakeup_new, sched_switch, kernel BTF",
     needs_tracefs: false,
     streams: false,
     losses: &[("task_read_failed", Loss::Kernel(counters::RUNQ_READ_FAILED))],
@@ -44,6 +44,11 @@ fn series(i: &SeriesInputs) -> Series {
 
 fn prepare(p: &Prepare<'_>, plan: &mut LoadPlan) -> Result<()> {
     plan.global("TASK_OFFSETS", &crate::btf::task_offsets(p.btf)?);
+    let switch = Switch::of(p.btf.map_err(|e| anyhow::anyhow!("{e:#}"))?)?;
+    if let Switch::TaskState { offset, .. } = switch {
+        plan.global("TASK_STATE_OFFSET", &offset);
+    }
+    *super::lock(&SWITCH) = Some(switch);
     plan.map_size("RUNQ_START", bpf::pid_max());
     // Preallocated per CPU: only worth its memory with attribution on.
     if p.opts.attribution.is_some() {
@@ -71,16 +76,80 @@ fn start(ebpf: &mut Ebpf, s: &mut Start<'_>) -> Result<Box<dyn Running>> {
     })))
 }
 
-const HOOKS: [&str; 3] = ["sched_wakeup", "sched_wakeup_new", "sched_switch"];
+/// How this kernel's sched_switch tells whether prev is still runnable,
+/// decided by `prepare` from kernel BTF for `start` (one kernel per process).
+static SWITCH: Mutex<Option<Switch>> = Mutex::new(None);
+
+/// Whether this kernel loaded the tp_btf programs (None: the probe has not
+/// tried), for the `tp_btf` kernel feature.
+static TP_BTF: Mutex<Option<bool>> = Mutex::new(None);
+
+/// Whether the kernel loaded the probe's tp_btf programs; None if the probe
+/// has not started.
+pub(crate) fn tp_btf_loaded() -> Option<bool> {
+    *super::lock(&TP_BTF)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Switch {
+    /// 5.18 and later: a 4th argument, `prev_state`.
+    PrevStateArg,
+    /// Before 5.18 (3 arguments): prev's state field, read from the task.
+    TaskState { field: &'static str, offset: u32 },
+}
+
+impl Switch {
+    /// By what the tracepoint takes (its `btf_trace_sched_switch` prototype),
+    /// not by version number: distributions backport.
+    fn of(btf: &crate::btf::KernelBtf) -> Result<Switch> {
+        match btf.tracepoint_args("sched_switch")? {
+            4 => Ok(Switch::PrevStateArg),
+            3 => {
+                let (field, offset) = btf
+                    .first_member_offset("task_struct", &["__state", "state"])
+                    .context("sched_switch has no prev_state argument, and task_struct no state")?;
+                Ok(Switch::TaskState { field, offset })
+            }
+            n => anyhow::bail!("sched_switch takes {n} arguments here; the probe knows 3 and 4"),
+        }
+    }
+
+    /// The sched_switch programs' names (raw tracepoint; `_btf` for tp_btf).
+    fn program(self) -> &'static str {
+        match self {
+            Switch::PrevStateArg => "sched_switch",
+            Switch::TaskState { .. } => "sched_switch_task_state",
+        }
+    }
+}
+
+/// (tracepoint, raw tracepoint program) of the three hooks.
+fn hooks(switch: Switch) -> [(&'static str, &'static str); 3] {
+    [
+        ("sched_wakeup", "sched_wakeup"),
+        ("sched_wakeup_new", "sched_wakeup_new"),
+        ("sched_switch", switch.program()),
+    ]
+}
 
 /// Attaches the BTF tracepoint programs (direct loads of task ids: cheaper),
 /// or the raw tracepoint ones (a helper call per read) if those cannot load.
 fn attach(ebpf: &mut Ebpf) -> Result<()> {
-    match load_btf(ebpf) {
+    let switch = (*super::lock(&SWITCH)).context("run-queue probe not prepared")?;
+    if let Switch::TaskState { field, offset } = switch {
+        tracing::info!(
+            "sched_switch has no prev_state argument (before 5.18): reading task_struct.{field} \
+             (offset {offset})"
+        );
+    }
+    let hooks = hooks(switch);
+    let loaded = load_btf(ebpf, &hooks);
+    *super::lock(&TP_BTF) = Some(loaded.is_ok());
+    match loaded {
         Ok(()) => {
-            for tp in HOOKS {
+            for (tp, prog) in hooks {
                 let prog: &mut BtfTracePoint = ebpf
-                    .program_mut(&format!("{tp}_btf"))
+                    .program_mut(&format!("{prog}_btf"))
                     .context("tp_btf program missing")?
                     .try_into()?;
                 prog.attach()
@@ -90,8 +159,8 @@ fn attach(ebpf: &mut Ebpf) -> Result<()> {
         }
         Err(e) => {
             tracing::info!("run-queue probe on raw tracepoints (tp_btf unavailable: {e:#})");
-            for tp in HOOKS {
-                super::attach_raw_tracepoint(ebpf, tp, tp)?;
+            for (tp, prog) in hooks {
+                super::attach_raw_tracepoint(ebpf, prog, tp)?;
             }
         }
     }
@@ -99,11 +168,11 @@ fn attach(ebpf: &mut Ebpf) -> Result<()> {
 }
 
 /// Loads all three tp_btf programs, so that either all or none attach.
-fn load_btf(ebpf: &mut Ebpf) -> Result<()> {
+fn load_btf(ebpf: &mut Ebpf, hooks: &[(&str, &str)]) -> Result<()> {
     let btf = Btf::from_sys_fs().context("kernel BTF")?;
-    for tp in HOOKS {
+    for (tp, prog) in hooks {
         let prog: &mut BtfTracePoint = ebpf
-            .program_mut(&format!("{tp}_btf"))
+            .program_mut(&format!("{prog}_btf"))
             .context("tp_btf program missing")?
             .try_into()?;
         prog.load(tp, &btf)

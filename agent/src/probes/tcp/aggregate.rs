@@ -1,5 +1,6 @@
 //! TCP connect aggregate: latency of successful connects, connects by
-//! outcome, and by destination behind a series budget.
+//! outcome, and by destination behind a series budget; retransmits and
+//! resets by destination behind the same budget.
 
 use crate::by_slot::BySlot;
 use crate::histogram::LatencyHistogram;
@@ -65,11 +66,30 @@ impl Outcome {
 
 /// `ip:port` of the destination; IPv4-mapped addresses print as IPv4.
 pub fn destination(ev: &ConnectEvent) -> String {
-    let v6 = Ipv6Addr::from(ev.daddr);
+    address(Ipv6Addr::from(ev.daddr), ev.dport)
+}
+
+/// `ip:port` as the connect metrics label it.
+pub fn address(v6: Ipv6Addr, port: u16) -> String {
     let ip = v6
         .to_ipv4_mapped()
         .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4);
-    SocketAddr::new(ip, ev.dport).to_string()
+    SocketAddr::new(ip, port).to_string()
+}
+
+/// What happened to a flow, besides its connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PeerKind {
+    Retransmit,
+    ResetSent,
+    ResetReceived,
+}
+
+/// Per destination: connects by outcome, retransmits, resets.
+#[derive(Debug, Default)]
+struct DestStats {
+    outcomes: HashMap<Outcome, u64>,
+    peer: HashMap<PeerKind, u64>,
 }
 
 /// Latency and outcomes of one container's connects (or the host's).
@@ -93,6 +113,11 @@ impl ConnectStats {
     }
 }
 
+/// Where destinations past the budget are counted.
+const OTHER: &str = "other";
+/// Retransmits and resets whose peer could not be read.
+pub const UNKNOWN: &str = "unknown";
+
 #[derive(Debug)]
 pub struct TcpAggregate {
     /// Per container label set; the host's keeps HDR percentiles.
@@ -101,9 +126,11 @@ pub struct TcpAggregate {
     /// multiply two budgets). Admission is sticky (a destination is never
     /// demoted, so its counters stay monotonic); past the budget, new
     /// destinations are folded into "other".
-    destinations: HashMap<String, HashMap<Outcome, u64>>,
+    destinations: HashMap<String, DestStats>,
     budget: usize,
     folded: u64,
+    /// Retransmits and resets, node-wide (or the target's in `--pid` mode).
+    peer_totals: HashMap<PeerKind, u64>,
 }
 
 impl TcpAggregate {
@@ -115,6 +142,7 @@ impl TcpAggregate {
             destinations: HashMap::new(),
             budget,
             folded: 0,
+            peer_totals: HashMap::new(),
         }
     }
 
@@ -130,20 +158,53 @@ impl TcpAggregate {
             stats.latency.record(ev.latency_ns);
         }
         *stats.outcomes.entry(outcome).or_default() += 1;
-        let mut dest = destination(ev);
-        // "other" itself takes no place in the budget (it may be raised later).
-        let admitted =
-            self.destinations.len() - usize::from(self.destinations.contains_key("other"));
-        if !self.destinations.contains_key(&dest) && admitted >= self.budget {
-            self.folded += 1;
-            dest = "other".into();
-        }
         *self
-            .destinations
-            .entry(dest)
-            .or_default()
+            .admit(destination(ev))
+            .outcomes
             .entry(outcome)
             .or_default() += 1;
+    }
+
+    /// A retransmit or reset with its peer (`None`: the kernel's record had
+    /// no address we could read, counted under "unknown").
+    pub fn record_peer(&mut self, kind: PeerKind, peer: Option<String>) {
+        *self.peer_totals.entry(kind).or_default() += 1;
+        let dest = peer.unwrap_or_else(|| UNKNOWN.into());
+        *self.admit(dest).peer.entry(kind).or_default() += 1;
+    }
+
+    /// The destination's stats, or "other"'s once the budget is spent.
+    fn admit(&mut self, dest: String) -> &mut DestStats {
+        // "other" and "unknown" take no place in the budget (it may be raised later).
+        let admitted = self.destinations.len()
+            - [OTHER, UNKNOWN]
+                .iter()
+                .filter(|d| self.destinations.contains_key(**d))
+                .count();
+        let dest =
+            if self.destinations.contains_key(&dest) || dest == UNKNOWN || admitted < self.budget {
+                dest
+            } else {
+                self.folded += 1;
+                OTHER.into()
+            };
+        self.destinations.entry(dest).or_default()
+    }
+
+    /// Retransmits or resets of one kind, over every destination.
+    pub fn peer_count(&self, kind: PeerKind) -> u64 {
+        self.peer_totals.get(&kind).copied().unwrap_or(0)
+    }
+
+    /// (destination, kind, count), sorted.
+    pub fn peer_by_destination(&self) -> Vec<(&str, PeerKind, u64)> {
+        let mut v: Vec<_> = self
+            .destinations
+            .iter()
+            .flat_map(|(d, s)| s.peer.iter().map(move |(&k, &n)| (d.as_str(), k, n)))
+            .collect();
+        v.sort();
+        v
     }
 
     /// Connects with this outcome, over every container and the host.
@@ -169,7 +230,7 @@ impl TcpAggregate {
         let mut v: Vec<_> = self
             .destinations
             .iter()
-            .flat_map(|(d, o)| o.iter().map(move |(&o, &n)| (d.as_str(), o, n)))
+            .flat_map(|(d, s)| s.outcomes.iter().map(move |(&o, &n)| (d.as_str(), o, n)))
             .collect();
         v.sort();
         v
@@ -262,6 +323,31 @@ mod tests {
         assert_eq!(a.folded(), 3);
         assert_eq!(a.count(Outcome::Success), 6);
         assert_eq!(a.host().latency.count(), 6, "only successes are latencies");
+    }
+
+    #[test]
+    fn retransmits_and_resets_share_the_destination_budget() {
+        let mut a = TcpAggregate::new(2, 1);
+        a.record(&ev(TCP_ESTABLISHED, 0, v4([127, 0, 0, 1]), 1), Slot::HOST);
+        a.record_peer(PeerKind::Retransmit, Some("127.0.0.1:1".into()));
+        a.record_peer(PeerKind::Retransmit, Some("127.0.0.1:2".into()));
+        a.record_peer(PeerKind::ResetSent, None);
+        a.record_peer(PeerKind::ResetReceived, Some("127.0.0.1:1".into()));
+        assert_eq!(
+            a.peer_by_destination(),
+            vec![
+                ("127.0.0.1:1", PeerKind::Retransmit, 1),
+                ("127.0.0.1:1", PeerKind::ResetReceived, 1),
+                ("other", PeerKind::Retransmit, 1),
+                ("unknown", PeerKind::ResetSent, 1),
+            ]
+        );
+        assert_eq!(a.folded(), 1, "unknown is not folded");
+        assert_eq!(a.peer_count(PeerKind::Retransmit), 2);
+        assert_eq!(
+            a.by_destination(),
+            vec![("127.0.0.1:1", Outcome::Success, 1)]
+        );
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The TCP probe's metric families: connect latency, outcomes, destinations
-//! behind their budget, passive opens and connects in flight.
+//! behind their budget, retransmits and resets by destination, passive opens
+//! and connects in flight.
 
 use super::InFlightMap;
-use super::aggregate::{Outcome, TcpAggregate};
+use super::aggregate::{Outcome, PeerKind, TcpAggregate};
 use crate::bpf::KernelCounters;
 use crate::k8s::Slot;
 use crate::probes::lock;
@@ -75,11 +76,37 @@ impl Collector for TcpCollector {
             m.encode_family(&[("destination", dest), ("outcome", outcome.label())])?
                 .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
         }
+        let peers = agg.peer_by_destination();
+        let mut m = enc.encode_descriptor(
+            "tcp_retransmits",
+            "Retransmitted TCP segments, by destination (ip:port; \"other\" past the budget, \"unknown\" when unreadable)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (dest, _, n) in peers.iter().filter(|p| p.1 == PeerKind::Retransmit) {
+            m.encode_family(&[("destination", *dest)])?
+                .encode_counter::<NoLabelSet, _, u64>(n, None)?;
+        }
+        let mut m = enc.encode_descriptor(
+            "tcp_resets",
+            "TCP resets sent and received, by peer (ip:port; \"other\" past the budget, \"unknown\" when unreadable)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (dest, kind, n) in &peers {
+            let direction = match kind {
+                PeerKind::ResetSent => "sent",
+                PeerKind::ResetReceived => "received",
+                PeerKind::Retransmit => continue,
+            };
+            m.encode_family(&[("direction", direction), ("destination", *dest)])?
+                .encode_counter::<NoLabelSet, _, u64>(n, None)?;
+        }
         let folded = agg.folded();
         drop(agg);
         let mut m = enc.encode_descriptor(
             "tcp_destinations_folded",
-            "Connects counted under destination=\"other\" because the destination budget was spent",
+            "Connects, retransmits and resets counted under destination=\"other\" because the destination budget was spent",
             None,
             MetricType::Counter,
         )?;

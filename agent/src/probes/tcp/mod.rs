@@ -1,10 +1,12 @@
 //! TCP connect probe, userspace side (kernel side: agent-ebpf/src/tcp.rs;
 //! records: agent-common/src/tcp.rs; test: tests/tcp.rs).
-//! One ring-buffer event per finished connect; the kernel wakes us per event
-//! (connects are rare), and a timer drains as a fallback.
+//! One ring-buffer event per finished connect, and per retransmit or reset
+//! (a second ring, `peer.rs`); the kernel wakes us once a burst has filled
+//! part of a ring, and a timer drains as well.
 
 mod aggregate;
 mod metrics;
+mod peer;
 pub(crate) mod view;
 
 use super::series::{Series, SeriesInputs};
@@ -28,8 +30,8 @@ use tokio::sync::watch;
 
 pub(crate) const PROBE: Probe = Probe {
     name: "tcp",
-    about: "outgoing TCP connects: latency, outcome, destination; passive opens",
-    needs: "tracepoint sock:inet_sock_set_state with tracefs, BPF ring buffers (5.8)",
+    about: "outgoing TCP connects: latency, outcome, destination; passive opens; retransmits and resets by destination",
+    needs: "tracepoint sock:inet_sock_set_state with tracefs, BPF ring buffers (5.8); optional, for retransmits and resets: tracepoints tcp:tcp_retransmit_skb, tcp_send_reset, tcp_receive_reset with address fields",
     needs_tracefs: true,
     streams: true,
     losses: &[
@@ -37,6 +39,15 @@ pub(crate) const PROBE: Probe = Probe {
         (
             "inflight_map_full",
             Loss::Kernel(counters::TCP_INFLIGHT_FULL),
+        ),
+        (
+            "peer_ringbuf_full",
+            Loss::Kernel(counters::TCP_PEER_RINGBUF_DROPS),
+        ),
+        ("owned_map_full", Loss::Kernel(counters::TCP_OWNED_FULL)),
+        (
+            "peer_read_failed",
+            Loss::Kernel(counters::TCP_PEER_READ_FAILED),
         ),
         ("decode", Loss::Decode),
     ],
@@ -46,22 +57,29 @@ pub(crate) const PROBE: Probe = Probe {
     render: Some(view::render),
 };
 
-/// The classic tracepoint's records are read at this kernel's offsets
-/// (tracefs), so they are found before the object loads.
-/// The latency histogram and outcomes per label set; destinations x outcomes,
-/// the folded count, accepts and in-flight node-wide.
+/// The latency histogram and outcomes per label set; node-wide: destinations
+/// x outcomes, destinations (plus "unknown") x retransmits and resets sent
+/// and received, the folded count, accepts and in-flight.
 fn series(i: &SeriesInputs) -> Series {
     let outcomes = aggregate::Outcome::ALL.len() as u64;
     let per_set = i.histogram + outcomes;
+    let connects = i.tcp_destination.saturating_add(1).saturating_mul(outcomes);
+    let peers = i.tcp_destination.saturating_add(2).saturating_mul(3);
     Series {
-        host: per_set + i.tcp_destination.saturating_add(1).saturating_mul(outcomes) + 3,
+        host: per_set + connects + peers + 3,
         per_container: per_set,
     }
 }
 
+/// The classic tracepoints' records are read at this kernel's offsets
+/// (tracefs), so they are found before the object loads. Retransmits and
+/// resets are optional: without their tracepoints, connects still work.
 fn prepare(p: &Prepare<'_>, plan: &mut LoadPlan) -> Result<()> {
     let tracefs = crate::tracefs::ensure_mounted()?;
     plan.global("TCP_OFFSETS", &offsets(&tracefs, p.btf)?);
+    if let Ok(peer) = peer::offsets(&tracefs) {
+        plan.global("TCP_PEER_OFFSETS", &peer);
+    }
     Ok(())
 }
 
@@ -79,6 +97,21 @@ fn start(ebpf: &mut Ebpf, s: &mut Start<'_>) -> Result<Box<dyn Running>> {
         s.opts.flush_interval,
         s.stop.clone(),
     )?);
+    match attach_peer(ebpf) {
+        Ok(ring) => {
+            let (agg, stats) = (agg.clone(), s.stats.clone());
+            let drain = move |ring: &mut RingBuf<MapData>| peer::drain(ring, &agg, &stats);
+            s.tasks.push(super::ring_drain::spawn(
+                "TCP peer",
+                ring,
+                s.opts.flush_interval,
+                s.stop.clone(),
+                drain,
+                || {},
+            )?);
+        }
+        Err(e) => tracing::warn!("TCP retransmits and resets are not counted: {e:#}"),
+    }
     Ok(Box::new(Tcp {
         agg,
         attribution: s.opts.attribution.clone(),
@@ -165,6 +198,19 @@ fn attach(ebpf: &mut Ebpf) -> Result<Attached> {
         ring,
         in_flight: Arc::new(Mutex::new(in_flight)),
     })
+}
+
+/// Attaches the retransmit and reset programs, if this kernel's records have
+/// the fields they read (checked again here: prepare left the defaults otherwise).
+fn attach_peer(ebpf: &mut Ebpf) -> Result<RingBuf<MapData>> {
+    peer::offsets(&crate::tracefs::ensure_mounted()?)?;
+    for tp in peer::TRACEPOINTS {
+        super::attach_tracepoint(ebpf, tp, "tcp", tp)?;
+    }
+    let ring = ebpf
+        .take_map("TCP_PEER_EVENTS")
+        .context("TCP_PEER_EVENTS missing")?;
+    Ok(RingBuf::try_from(ring)?)
 }
 
 fn drain(

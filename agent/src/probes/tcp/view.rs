@@ -1,7 +1,7 @@
 //! The TCP probe in `agent attach`: the process's connects by outcome, their
-//! latency, and the busiest destinations.
+//! latency, the busiest destinations, and its retransmits and resets.
 
-use super::aggregate::{Outcome, TcpAggregate};
+use super::aggregate::{Outcome, PeerKind, TcpAggregate};
 use crate::attach::snapshot::Snapshot;
 use crate::attach::view::{clip, duration};
 use crate::probes::{AttachView, lock};
@@ -22,6 +22,10 @@ pub(crate) struct Tcp {
     pub max_ns: u64,
     /// Most connects first.
     pub destinations: Vec<Destination>,
+    /// Segments retransmitted on the process's sockets (those it connected).
+    pub retransmits: u64,
+    pub resets_sent: u64,
+    pub resets_received: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -70,6 +74,9 @@ impl AttachView for TcpView {
             p99_ns: agg.host().latency.quantile_ns(0.99),
             max_ns: agg.host().latency.max_ns(),
             destinations,
+            retransmits: agg.peer_count(PeerKind::Retransmit),
+            resets_sent: agg.peer_count(PeerKind::ResetSent),
+            resets_received: agg.peer_count(PeerKind::ResetReceived),
         });
     }
 }
@@ -94,6 +101,11 @@ pub(super) fn render(out: &mut String, s: &Snapshot) {
         }
     );
     let _ = writeln!(out, "{}", clip(&head));
+    let _ = writeln!(
+        out,
+        "retransmits {}  resets sent {}  received {}",
+        t.retransmits, t.resets_sent, t.resets_received
+    );
     if t.connects == 0 {
         return;
     }
