@@ -35,7 +35,7 @@ fn every_probe_attaches_with_strict_and_the_kernel_is_described() {
         .filter(|s| s.labels["feature"].starts_with("tracepoint:"))
         .map(|s| (s.labels["feature"].as_str(), s.value))
         .collect();
-    assert_eq!(tracepoints.len(), 8, "{tracepoints:?}");
+    assert_eq!(tracepoints.len(), 17, "{tracepoints:?}");
     assert!(
         tracepoints.iter().all(|(_, v)| *v == 1.0),
         "{tracepoints:?}"

@@ -35,6 +35,17 @@ pub const TCP_OWNED_FULL: u32 = 10;
 /// destination "unknown" instead of their peer).
 pub const TCP_PEER_READ_FAILED: u32 = 11;
 
+/// Block requests not timed because the in-flight map was full.
+pub const BLOCK_INFLIGHT_FULL: u32 = 12;
+/// Block completions with no recorded issue (issued before the probe
+/// attached, or lost to a full in-flight map): counted, never guessed.
+pub const BLOCK_COMPLETE_WITHOUT_ISSUE: u32 = 13;
+/// Block completions not counted because the (device, operation) histogram
+/// map was full.
+pub const BLOCK_HIST_FULL: u32 = 14;
+/// Block requests whose device, operation or size could not be read.
+pub const BLOCK_READ_FAILED: u32 = 15;
+
 /// Process events (exec, fork, exit) lost because the process ring buffer was full.
 pub const PROCESS_RINGBUF_DROPS: u32 = 16;
 /// Children not followed (`attach`, `run --pid --children`) because the

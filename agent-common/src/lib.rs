@@ -4,6 +4,7 @@
 //! kernel and userspace agree on the layout byte for byte.
 #![cfg_attr(not(test), no_std)]
 
+pub mod block;
 pub mod buckets;
 pub mod counters;
 pub mod oom;

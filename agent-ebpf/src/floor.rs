@@ -1,4 +1,4 @@
-//! Empty programs on the syscall, scheduler and process tracepoints: the benchmarks' cost floor (what
+//! Empty programs on the syscall, scheduler, process and block tracepoints: the benchmarks' cost floor (what
 //! attaching anything at all costs). Only `agent bench-floor` loads them.
 
 use aya_ebpf::{
@@ -53,5 +53,25 @@ pub fn floor_process_fork(_ctx: RawTracePointContext) -> i32 {
 
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn floor_process_exit(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+#[raw_tracepoint(tracepoint = "block_rq_insert")]
+pub fn floor_block_rq_insert(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+#[raw_tracepoint(tracepoint = "block_rq_issue")]
+pub fn floor_block_rq_issue(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+#[raw_tracepoint(tracepoint = "block_rq_complete")]
+pub fn floor_block_rq_complete(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+#[raw_tracepoint(tracepoint = "block_rq_merge")]
+pub fn floor_block_rq_merge(_ctx: RawTracePointContext) -> i32 {
     0
 }

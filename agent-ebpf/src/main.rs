@@ -3,6 +3,7 @@
 #![no_std]
 #![no_main]
 
+mod block;
 mod cgroup;
 mod counters;
 mod filter;

@@ -26,9 +26,9 @@ static RUNQ_START: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Bucket bounds in ns, padded (agent_common::buckets), set by the agent at
 /// load (`--latency-buckets`). Read with volatile loads, so the compiler
-/// does not fold in these defaults.
+/// does not fold in these defaults. Shared with the block probe.
 #[unsafe(no_mangle)]
-static BUCKET_NS: buckets::Padded = buckets::DEFAULT_PADDED;
+pub(crate) static BUCKET_NS: buckets::Padded = buckets::DEFAULT_PADDED;
 
 /// Offset of the task's state (`__state` from 5.14, `state` before) for
 /// kernels whose sched_switch has no `prev_state` argument (before 5.18),

@@ -34,8 +34,11 @@ pub enum Command {
         #[arg(long, conflicts_with = "classic")]
         sched: bool,
         /// The process tracepoints (sched_process_exec, _fork, _exit) instead.
-        #[arg(long, conflicts_with_all = ["classic", "sched"])]
+        #[arg(long, conflicts_with_all = ["classic", "sched", "block"])]
         process: bool,
+        /// The block tracepoints (block_rq_insert, _issue, _complete, _merge) instead.
+        #[arg(long, conflicts_with_all = ["classic", "sched", "process"])]
+        block: bool,
     },
 }
 

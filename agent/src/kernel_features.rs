@@ -11,7 +11,7 @@ use prometheus_client::registry::Registry;
 use std::path::Path;
 
 /// Every tracepoint a probe (or `--children`) attaches to, as category:name.
-pub(crate) const TRACEPOINTS: [(&str, &str); 8] = [
+pub(crate) const TRACEPOINTS: [(&str, &str); 17] = [
     ("raw_syscalls", "sys_enter"),
     ("raw_syscalls", "sys_exit"),
     ("sock", "inet_sock_set_state"),
@@ -20,6 +20,15 @@ pub(crate) const TRACEPOINTS: [(&str, &str); 8] = [
     ("sched", "sched_switch"),
     ("sched", "sched_process_fork"),
     ("oom", "mark_victim"),
+    ("sched", "sched_process_exec"),
+    ("sched", "sched_process_exit"),
+    ("tcp", "tcp_retransmit_skb"),
+    ("tcp", "tcp_send_reset"),
+    ("tcp", "tcp_receive_reset"),
+    ("block", "block_rq_insert"),
+    ("block", "block_rq_issue"),
+    ("block", "block_rq_complete"),
+    ("block", "block_rq_merge"),
 ];
 
 #[derive(Debug)]

@@ -41,6 +41,7 @@ pub enum Invocation {
         classic: bool,
         sched: bool,
         process: bool,
+        block: bool,
     },
 }
 
@@ -60,10 +61,12 @@ impl Invocation {
                 classic,
                 sched,
                 process,
+                block,
             }) => Invocation::BenchFloor {
                 classic,
                 sched,
                 process,
+                block,
             },
         })
     }
@@ -86,6 +89,7 @@ pub async fn run(invocation: Invocation) -> anyhow::Result<()> {
             classic,
             sched,
             process,
-        } => node::bench_floor(classic, sched, process).await,
+            block,
+        } => node::bench_floor(classic, sched, process, block).await,
     }
 }

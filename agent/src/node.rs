@@ -183,10 +183,19 @@ pub async fn run(config: Loaded) -> Result<()> {
 /// Hidden `bench-floor`: empty programs on the syscall raw tracepoints (the
 /// agent's attach type; `--classic`: the classic tracepoints), so the
 /// benchmark can measure what attaching anything costs.
-pub async fn bench_floor(classic: bool, sched: bool, process: bool) -> Result<()> {
+pub async fn bench_floor(classic: bool, sched: bool, process: bool, block: bool) -> Result<()> {
     let signals = shutdown::Signals::install()?;
     let mut ebpf = bpf::load_plain()?;
-    if process {
+    if block {
+        for tp in [
+            "block_rq_insert",
+            "block_rq_issue",
+            "block_rq_complete",
+            "block_rq_merge",
+        ] {
+            probes::attach_raw_tracepoint(&mut ebpf, &format!("floor_{tp}"), tp)?;
+        }
+    } else if process {
         tracefs::ensure_mounted()?;
         probes::attach_tracepoint(
             &mut ebpf,

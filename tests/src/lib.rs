@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod exposition;
 pub mod http;
+pub mod loop_device;
 pub mod netns;
 pub mod pod;
 pub mod process;
@@ -19,6 +20,7 @@ pub mod web;
 pub use agent::{Agent, agent_bin, require_root, wait_ready};
 pub use exposition::{Exposition, Sample};
 pub use http::{HttpResponse, free_port, http_get, http_get_accept};
+pub use loop_device::LoopDevice;
 pub use netns::Netns;
 pub use pod::{Pod, PodLogs};
 pub use process::{MemoryCgroup, Workload, cgroup2_root, workload_bin};

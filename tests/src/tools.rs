@@ -101,7 +101,12 @@ impl Bpftrace {
     /// Stops it (SIGINT, which prints its maps) and returns map `name`'s
     /// value as printed (`@name: 3`). bpftrace 0.17 sometimes misses a
     /// SIGINT on a busy machine and keeps running, so it is repeated.
-    pub fn stop(mut self, name: &str) -> f64 {
+    pub fn stop(self, name: &str) -> f64 {
+        self.stop_maps(&[name])[0]
+    }
+
+    /// Like [`Bpftrace::stop`], for several scalar maps.
+    pub fn stop_maps(mut self, names: &[&str]) -> Vec<f64> {
         use std::io::Read;
         let mut stdout = self.stdout;
         let reader = std::thread::spawn(move || {
@@ -123,12 +128,17 @@ impl Bpftrace {
             }
         }
         let out = reader.join().unwrap().unwrap();
-        let prefix = format!("@{name}: ");
-        out.lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .unwrap_or_else(|| panic!("no @{name} in bpftrace's output: {out}"))
-            .trim()
-            .parse()
-            .unwrap()
+        names
+            .iter()
+            .map(|name| {
+                let prefix = format!("@{name}: ");
+                out.lines()
+                    .find_map(|l| l.strip_prefix(&prefix))
+                    .unwrap_or_else(|| panic!("no @{name} in bpftrace's output: {out}"))
+                    .trim()
+                    .parse()
+                    .unwrap()
+            })
+            .collect()
     }
 }

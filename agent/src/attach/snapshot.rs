@@ -4,6 +4,7 @@
 
 use super::procstat::ProcStats;
 use crate::probes::AttachView;
+use crate::probes::block::view::BlockRow;
 use crate::probes::process::view::Processes;
 use crate::probes::sched::view::Runqueue;
 use crate::probes::syscalls::view::SyscallRow;
@@ -30,6 +31,8 @@ pub struct Snapshot {
     pub tcp: Option<Tcp>,
     /// Execs, forks and exits of the target and its followed children.
     pub processes: Option<Processes>,
+    /// Per device and operation (None when the probe is not attached).
+    pub block: Option<Vec<BlockRow>>,
     /// None once the process has exited.
     pub process: Option<ProcStats>,
     /// Set on the final object when the process exited and its status is known.
@@ -69,6 +72,7 @@ impl Snapshot {
             runqueue: None,
             tcp: None,
             processes: None,
+            block: None,
             process: None,
             exit: None,
             events_lost: 0,

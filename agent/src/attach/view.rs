@@ -183,6 +183,7 @@ mod tests {
                     code: None,
                 }],
             }),
+            block: None,
             process: None,
             exit: None,
             events_lost: 0,

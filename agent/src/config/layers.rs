@@ -438,7 +438,7 @@ mod tests {
         let e = check_alone(&cmd, &["--probes=tcp,bogus".into()]).unwrap_err();
         assert_eq!(
             e,
-            "invalid value bogus: valid values are syscalls, tcp, sched, oom, process, none"
+            "invalid value bogus: valid values are syscalls, tcp, sched, oom, process, block, none"
         );
         let e = check_alone(&cmd, &["--hdr-precision=9".into()]).unwrap_err();
         assert!(e.starts_with("invalid value 9: 9 is not in 1..=5"), "{e}");

@@ -149,7 +149,7 @@ fn bad_values_name_the_file_key_and_value() {
     let e = load_with(Some(&path), &[], &[]).unwrap_err();
     assert!(
         e.ends_with(
-            "key probes: invalid value bogus: valid values are syscalls, tcp, sched, oom, process, none"
+            "key probes: invalid value bogus: valid values are syscalls, tcp, sched, oom, process, block, none"
         ),
         "{e}"
     );

@@ -3,6 +3,7 @@
 //! the table: `--probes` values, start-up, self-stats, the registry, reload
 //! and attach mode. Adding a probe: docs/adding-a-probe.md.
 
+pub(crate) mod block;
 mod oom;
 pub(crate) mod process;
 mod program;
@@ -30,12 +31,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Every probe, in the order they start and are reported.
-pub(crate) const PROBES: [&Probe; 5] = [
+pub(crate) const PROBES: [&Probe; 6] = [
     &syscalls::PROBE,
     &tcp::PROBE,
     &sched::PROBE,
     &oom::PROBE,
     &process::PROBE,
+    &block::PROBE,
 ];
 
 /// A probe, described once.

@@ -126,7 +126,8 @@ mod tests {
                 ("tcp", 496, 31),
                 ("sched", 26, 25),
                 ("oom", 66, 65),
-                ("process", 38, 38)
+                ("process", 38, 38),
+                ("block", 70_656, 0)
             ]
         );
         let docs = include_str!("../../../docs/metrics.md");

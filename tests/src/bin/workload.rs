@@ -23,6 +23,9 @@
 //!                            forked children that exit with code 3, J forked
 //!                            children killed by SIGKILL; prints
 //!                            "execs=N exit3=K killed=J"
+//!   workload blockio DEV N M
+//!                            N O_DIRECT 4 KiB reads and M O_DIRECT 64 KiB writes
+//!                            on the block device DEV, at distinct aligned offsets
 //!
 //!   workload hog MB          touches MB MiB of fresh memory, page by page (in a
 //!                            small memory cgroup: the OOM killer's victim)
@@ -121,6 +124,7 @@ fn main() {
         "connect" => connects(&args[2..]),
         "hog" => hog(num(2)),
         "procs" => procs(&args[2], num(3), num(4), num(5)),
+        "blockio" => block_io(&args[2], num(3), num(4)),
         "spin" => spinners.unwrap().run(),
         _ => panic!("unknown mode {mode:?}"),
     }
@@ -175,6 +179,35 @@ fn procs(bin: &str, n: u64, k: u64, j: u64) {
         killed += u64::from(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL);
     }
     println!("execs={n} exit3={exit3} killed={killed}");
+}
+
+/// O_DIRECT needs buffers and offsets aligned to the logical block size.
+fn block_io(dev: &str, reads: u64, writes: u64) {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    const READ: usize = 4096;
+    const WRITE: usize = 65536;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(dev)
+        .unwrap_or_else(|e| panic!("open {dev}: {e}"));
+    let layout = std::alloc::Layout::from_size_align(WRITE, 4096).unwrap();
+    // SAFETY: a non-zero size; freed below with the same layout.
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+    assert!(!ptr.is_null());
+    // SAFETY: `ptr` holds WRITE initialized bytes until dealloc.
+    let buf = unsafe { std::slice::from_raw_parts_mut(ptr, WRITE) };
+    for i in 0..reads {
+        let n = file.read_at(&mut buf[..READ], i * READ as u64).unwrap();
+        assert_eq!(n, READ);
+    }
+    for i in 0..writes {
+        let n = file.write_at(buf, i * WRITE as u64).unwrap();
+        assert_eq!(n, WRITE);
+    }
+    drop(file);
+    unsafe { std::alloc::dealloc(ptr, layout) };
 }
 
 fn hog(mib: u64) {

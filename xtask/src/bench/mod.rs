@@ -7,6 +7,8 @@
 //! measures all its configurations once per round, rotates their order between
 //! rounds so drift hits each one equally, and reports medians.
 
+mod block;
+mod four_way;
 mod process;
 mod sched;
 mod scrape;
@@ -64,6 +66,8 @@ pub enum Benchmark {
     Soak,
     /// Cost per fork+exec+exit of the process probe, against an empty probe and bpftrace.
     Process,
+    /// Cost per block I/O of the block probe, against an empty probe and bpftrace.
+    Block,
 }
 
 pub fn bench(args: BenchArgs) -> Result<()> {
@@ -74,6 +78,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         Benchmark::Tcp => tcp::run(&args),
         Benchmark::Soak => soak::run(&args),
         Benchmark::Process => process::run(&args),
+        Benchmark::Block => block::run(&args),
     }
 }
 
@@ -488,6 +493,64 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const BPFTRACE_ATTACH_WAIT: Duration = Duration::from_secs(1);
 /// Baseline range (max - min) over its median above which a report warns.
 pub const NOISY_SPREAD: f64 = 0.2;
+
+/// Fails with how to install bpftrace (the peer) when it cannot run.
+pub fn require_bpftrace() -> Result<()> {
+    match Command::new("bpftrace").arg("--version").output() {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => bail!("`bpftrace --version` failed ({})", out.status),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!(
+                "bpftrace (the peer) is not installed: `cargo xtask setup --test-tools` installs it"
+            )
+        }
+        Err(e) => Err(e).context("cannot run bpftrace"),
+    }
+}
+
+/// The CPU asked for, or the last one this process may use (CPU 0 tends to
+/// take more interrupts).
+pub fn workload_cpu(asked: Option<usize>) -> Result<usize> {
+    let allowed = allowed_cpus()?;
+    match asked {
+        Some(cpu) if allowed.contains(&cpu) => Ok(cpu),
+        Some(cpu) => bail!("--cpu {cpu} is not one of the CPUs we may use: {allowed:?}"),
+        None => allowed.last().copied().context("no CPU allowed"),
+    }
+}
+
+/// The table of configurations: median (min..max) of `unit` per config and
+/// what each adds to the first (the baseline), with a note when the
+/// baseline itself varied too much between rounds.
+pub fn print_configs(unit: &str, names: &[&str], stats: &[(f64, f64, f64)]) {
+    println!();
+    println!(
+        "  {:<10} {:>10} {:>20} {:>10}",
+        "config", unit, "min..max", "added ns"
+    );
+    let base = stats[0].0;
+    for (i, (name, (med, lo, hi))) in names.iter().zip(stats).enumerate() {
+        let added = if i == 0 {
+            "-".to_string()
+        } else {
+            format!("{:+.1}", med - base)
+        };
+        println!(
+            "  {:<10} {:>10.1} {:>20} {:>10}",
+            name,
+            med,
+            format!("{lo:.1}..{hi:.1}"),
+            added
+        );
+    }
+    let (bmed, blo, bhi) = stats[0];
+    if (bhi - blo) / bmed > NOISY_SPREAD {
+        println!(
+            "  note: baseline varied by {:.0}% between rounds: other work interfered; treat the ratio as rough",
+            100.0 * (bhi - blo) / bmed
+        );
+    }
+}
 
 /// The lines every report starts with: kernel and CPU.
 pub fn print_machine() {

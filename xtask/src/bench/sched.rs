@@ -13,43 +13,16 @@
 //!
 //! See docs/benchmarks.md for how to read the results.
 
+use super::four_way::{CONFIGS, Config, Setup, spread};
 use super::{
-    BPFTRACE_ATTACH_WAIT, Background, BenchArgs, NOISY_SPREAD, READY_TIMEOUT, agent_bin,
-    allowed_cpus, interleaved, median, min_max, pin_current_thread, print_machine, process_cpu,
-    process_rss, require_root, scrape, start_agent,
+    BenchArgs, agent_bin, interleaved, median, pin_current_thread, print_configs, print_machine,
+    process_cpu, process_rss, require_bpftrace, require_root, scrape, workload_cpu,
 };
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
-
-#[derive(Clone, Copy, PartialEq, Debug)]
-enum Config {
-    Baseline,
-    Floor,
-    Agent,
-    Bpftrace,
-}
-
-const CONFIGS: [Config; 4] = [
-    Config::Baseline,
-    Config::Floor,
-    Config::Agent,
-    Config::Bpftrace,
-];
-
-impl Config {
-    fn name(self) -> &'static str {
-        match self {
-            Config::Baseline => "baseline",
-            Config::Floor => "floor",
-            Config::Agent => "agent",
-            Config::Bpftrace => "bpftrace",
-        }
-    }
-}
 
 /// The peer: runqlat on the classic sched tracepoints.
 const BPFTRACE_PROGRAM: &str = "tracepoint:sched:sched_wakeup,tracepoint:sched:sched_wakeup_new \
@@ -57,6 +30,11 @@ const BPFTRACE_PROGRAM: &str = "tracepoint:sched:sched_wakeup,tracepoint:sched:s
     tracepoint:sched:sched_switch { if (args->prev_state == 0) { @qtime[args->prev_pid] = nsecs; } \
     $ns = @qtime[args->next_pid]; if ($ns) { @usecs = hist((nsecs - $ns) / 1000); } \
     delete(@qtime[args->next_pid]); }";
+
+const SETUP: Setup = Setup {
+    probe: "sched",
+    bpftrace_program: BPFTRACE_PROGRAM,
+};
 
 /// Target: the agent adds at most this fraction of what bpftrace adds.
 const TARGET_VS_PEER: f64 = 0.3;
@@ -111,30 +89,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-fn require_bpftrace() -> Result<()> {
-    match Command::new("bpftrace").arg("--version").output() {
-        Ok(out) if out.status.success() => Ok(()),
-        Ok(out) => bail!("`bpftrace --version` failed ({})", out.status),
-        Err(e) => {
-            Err(e).context("cannot run bpftrace (`cargo xtask setup --test-tools` installs it)")
-        }
-    }
-}
-
-fn workload_cpu(asked: Option<usize>) -> Result<usize> {
-    let allowed = allowed_cpus()?;
-    match asked {
-        Some(cpu) if allowed.contains(&cpu) => Ok(cpu),
-        Some(cpu) => bail!("--cpu {cpu} is not one of the CPUs we may use: {allowed:?}"),
-        None => allowed.last().copied().context("no CPU allowed"),
-    }
-}
-
 // ---------------------------------------------------------------------------
 // One measurement
 
 fn measure(config: Config, agent: &Path, round_trips: u64, cpu: usize) -> Result<Measurement> {
-    let mut attached = attach(config, agent)?;
+    let mut attached = SETUP.attach(config, agent)?;
     ping_pong(cpu, WARMUP_ROUND_TRIPS.min(round_trips))?;
     std::thread::sleep(SETTLE);
     let watch = match &attached {
@@ -172,34 +131,6 @@ fn runq_count(addr: SocketAddr) -> Result<f64> {
     let text = scrape(addr)?;
     text.sum(RUNQ_COUNT, &[])
         .with_context(|| format!("{RUNQ_COUNT} missing from /metrics"))
-}
-
-/// Starts what `config` needs and waits until its probes are attached; the
-/// address is the agent's metrics endpoint.
-fn attach(config: Config, agent: &Path) -> Result<Option<(Background, Option<SocketAddr>)>> {
-    Ok(Some(match config {
-        Config::Baseline => return Ok(None),
-        Config::Floor => {
-            let mut cmd = Command::new(agent);
-            cmd.args(["bench-floor", "--sched"]);
-            let mut p = Background::spawn("agent bench-floor --sched", cmd, libc::SIGTERM)?;
-            p.wait_for_line(READY_TIMEOUT, |l| l.trim() == "ready")?;
-            (p, None)
-        }
-        Config::Agent => {
-            let (p, addr) = start_agent(agent, &["run", "--strict", "--probes", "sched"])?;
-            (p, Some(addr))
-        }
-        Config::Bpftrace => {
-            let mut cmd = Command::new("bpftrace");
-            cmd.args(["-e", BPFTRACE_PROGRAM]);
-            let mut p = Background::spawn("bpftrace", cmd, libc::SIGINT)?;
-            p.wait_for_line(READY_TIMEOUT, |l| l.starts_with("Attaching"))?;
-            std::thread::sleep(BPFTRACE_ATTACH_WAIT);
-            p.check_running()?;
-            (p, None)
-        }
-    }))
 }
 
 // ---------------------------------------------------------------------------
@@ -299,15 +230,8 @@ fn ping_pong(cpu: usize, round_trips: u64) -> Result<Vec<Duration>> {
 // Report
 
 fn print_report(args: &BenchArgs, cpu: usize, round_trips: u64, results: &[Vec<Measurement>]) {
-    let idx = |c: Config| CONFIGS.iter().position(|&x| x == c).expect("in CONFIGS");
-    let stats: Vec<(f64, f64, f64)> = results
-        .iter()
-        .map(|ms| {
-            let v: Vec<f64> = ms.iter().map(|m| m.ns_per_switch).collect();
-            let (lo, hi) = min_max(&v);
-            (median(&v), lo, hi)
-        })
-        .collect();
+    let idx = Config::index;
+    let stats = spread(results, |m| m.ns_per_switch);
     let base = stats[idx(Config::Baseline)].0;
     let added = |c: Config| stats[idx(c)].0 - base;
 
@@ -319,31 +243,7 @@ fn print_report(args: &BenchArgs, cpu: usize, round_trips: u64, results: &[Vec<M
         args.rounds,
         2 * round_trips
     );
-    println!();
-    println!(
-        "  {:<10} {:>10} {:>20} {:>10}",
-        "config", "ns/switch", "min..max", "added ns"
-    );
-    for (config, (med, lo, hi)) in CONFIGS.iter().zip(&stats) {
-        let added = match config {
-            Config::Baseline => "-".to_string(),
-            &c => format!("{:+.1}", added(c)),
-        };
-        println!(
-            "  {:<10} {:>10.1} {:>20} {:>10}",
-            config.name(),
-            med,
-            format!("{lo:.1}..{hi:.1}"),
-            added
-        );
-    }
-    let (bmed, blo, bhi) = stats[idx(Config::Baseline)];
-    if (bhi - blo) / bmed > NOISY_SPREAD {
-        println!(
-            "  note: baseline varied by {:.0}% between rounds: other work interfered; treat the ratio as rough",
-            100.0 * (bhi - blo) / bmed
-        );
-    }
+    print_configs("ns/switch", &CONFIGS.map(Config::name), &stats);
     println!();
     let peer = added(Config::Bpftrace);
     let agent = added(Config::Agent);

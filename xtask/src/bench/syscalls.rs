@@ -17,8 +17,8 @@
 
 use super::{
     BPFTRACE_ATTACH_WAIT, Background, BenchArgs, NOISY_SPREAD, READY_TIMEOUT, agent_bin,
-    allowed_cpus, interleaved, median, min_max, pin_current_thread, print_machine, process_cpu,
-    process_rss, require_root, scrape, start_agent,
+    interleaved, median, min_max, pin_current_thread, print_machine, process_cpu, process_rss,
+    require_bpftrace, require_root, scrape, start_agent, workload_cpu,
 };
 use anyhow::{Context, Result, bail};
 use std::collections::BTreeMap;
@@ -137,30 +137,6 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     })?;
     print_report(args, cpu, &results);
     Ok(())
-}
-
-fn require_bpftrace() -> Result<()> {
-    match Command::new("bpftrace").arg("--version").output() {
-        Ok(out) if out.status.success() => Ok(()),
-        Ok(out) => bail!("`bpftrace --version` failed ({})", out.status),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            bail!(
-                "bpftrace (the peer) is not installed: `cargo xtask setup --test-tools` installs it"
-            )
-        }
-        Err(e) => Err(e).context("cannot run bpftrace"),
-    }
-}
-
-/// The CPU asked for, or the last one this process may use (CPU 0 tends to
-/// take more interrupts).
-fn workload_cpu(asked: Option<usize>) -> Result<usize> {
-    let allowed = allowed_cpus()?;
-    match asked {
-        Some(cpu) if allowed.contains(&cpu) => Ok(cpu),
-        Some(cpu) => bail!("--cpu {cpu} is not one of the CPUs we may use: {allowed:?}"),
-        None => allowed.last().copied().context("no CPU allowed"),
-    }
 }
 
 // ---------------------------------------------------------------------------
