@@ -51,9 +51,9 @@ pub fn exec(program: &Path, args: &[String]) -> Result<()> {
     Err(cmd.exec()).with_context(|| format!("cannot exec {}", program.display()))
 }
 
-/// All tests run in the release profile so the eBPF object is built once and the
-/// end-to-end tests drive the same agent binary a user runs.
-pub fn test(extra: &[String]) -> Result<()> {
+/// The agent and the tests' helper binaries (workload, ...), release, as
+/// the lock file pins them.
+pub fn build_binaries() -> Result<()> {
     cargo(&[
         "build",
         "--release",
@@ -63,7 +63,13 @@ pub fn test(extra: &[String]) -> Result<()> {
         "-p",
         "tests",
         "--bins",
-    ])?;
+    ])
+}
+
+/// All tests run in the release profile so the eBPF object is built once and the
+/// end-to-end tests drive the same agent binary a user runs.
+pub fn test(extra: &[String]) -> Result<()> {
+    build_binaries()?;
     let agent = workspace_root().join("target/release/agent");
     let mut cmd = Command::new(cargo_bin());
     cmd.current_dir(workspace_root())

@@ -75,16 +75,7 @@ fn run() -> Result<()> {
         }
         Task::Matrix => {
             setup::setup(true)?;
-            cmd::cargo(&[
-                "build",
-                "--release",
-                "--locked",
-                "-p",
-                "agent",
-                "-p",
-                "tests",
-                "--bins",
-            ])?;
+            cmd::build_binaries()?;
             matrix::matrix()
         }
         Task::Lint => {
