@@ -94,13 +94,19 @@ pub struct Inflight {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BlockOffsets {
+    /// The pointer in `struct request` that leads to the disk: `q` (then
+    /// `q_disk`, 5.16+), or `rq_disk`, the disk itself, before 5.16.
     pub rq_q: u32,
+    /// `request_queue.disk`, or [`DISK_DIRECT`] when `rq_q` is `rq_disk`.
     pub q_disk: u32,
     pub disk_major: u32,
     pub disk_first_minor: u32,
     pub rq_cmd_flags: u32,
     pub rq_data_len: u32,
 }
+
+/// `BlockOffsets::q_disk` when the request points at its disk directly.
+pub const DISK_DIRECT: u32 = u32::MAX;
 
 /// Requests in flight the kernel can track at once. blk-mq preallocates
 /// requests per hardware queue tag, so this bounds the sum of the queue

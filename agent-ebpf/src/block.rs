@@ -8,7 +8,7 @@
 use crate::sched::BUCKET_NS;
 use crate::{counters, filter};
 use agent_common::block::{
-    BlockHist, BlockKey, BlockOffsets, Inflight, Latency, op_of, size_index,
+    BlockHist, BlockKey, BlockOffsets, DISK_DIRECT, Inflight, Latency, op_of, size_index,
 };
 use agent_common::buckets;
 use agent_common::counters::{
@@ -170,8 +170,12 @@ struct Request {
 fn read_request(rq: *const u8) -> Option<Request> {
     let o = BLOCK_OFFSETS.load();
     unsafe {
-        let q = bpf_probe_read_kernel(rq.add(o.rq_q as usize) as *const *const u8).ok()?;
-        let disk = bpf_probe_read_kernel(q.add(o.q_disk as usize) as *const *const u8).ok()?;
+        let first = bpf_probe_read_kernel(rq.add(o.rq_q as usize) as *const *const u8).ok()?;
+        let disk = if o.q_disk == DISK_DIRECT {
+            first
+        } else {
+            bpf_probe_read_kernel(first.add(o.q_disk as usize) as *const *const u8).ok()?
+        };
         let major = bpf_probe_read_kernel(disk.add(o.disk_major as usize) as *const u32).ok()?;
         let minor =
             bpf_probe_read_kernel(disk.add(o.disk_first_minor as usize) as *const u32).ok()?;

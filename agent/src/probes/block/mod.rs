@@ -12,7 +12,7 @@ use super::series::{Series, SeriesInputs};
 use super::{Loss, Prepare, Probe, Running, Start, lock};
 use crate::bpf::LoadPlan;
 use agent_common::block::{
-    BlockHist, BlockKey, BlockOffsets, HIST_ENTRIES, INFLIGHT_ENTRIES, SIZE_BOUNDS,
+    BlockHist, BlockKey, BlockOffsets, DISK_DIRECT, HIST_ENTRIES, INFLIGHT_ENTRIES, SIZE_BOUNDS,
 };
 use agent_common::counters;
 use anyhow::{Context, Result};
@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 pub(crate) const PROBE: Probe = Probe {
     name: "block",
     about: "block I/O latency (queue and device time) and size, by device and operation",
-    needs: "raw tracepoints block_rq_insert, block_rq_issue, block_rq_complete, block_rq_merge (5.16: request_queue.disk), kernel BTF",
+    needs: "raw tracepoints block_rq_insert, block_rq_issue, block_rq_complete, block_rq_merge kernel BTF",
     needs_tracefs: false,
     streams: false,
     losses: &[
@@ -65,9 +65,14 @@ fn prepare(p: &Prepare<'_>, plan: &mut LoadPlan) -> Result<()> {
         btf.member_offset(s, m)
             .with_context(|| format!("block probe: kernel BTF has no {s}.{m}"))
     };
+    // 5.16 moved the disk from the request (rq_disk) to its queue (q->disk).
+    let (rq_q, q_disk) = match btf.member_offset("request", "rq_disk") {
+        Ok(rq_disk) => (rq_disk, DISK_DIRECT),
+        Err(_) => (off("request", "q")?, off("request_queue", "disk")?),
+    };
     let offsets = BlockOffsets {
-        rq_q: off("request", "q")?,
-        q_disk: off("request_queue", "disk")?,
+        rq_q,
+        q_disk,
         disk_major: off("gendisk", "major")?,
         disk_first_minor: off("gendisk", "first_minor")?,
         rq_cmd_flags: off("request", "cmd_flags")?,
