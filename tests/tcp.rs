@@ -213,11 +213,12 @@ fn resets(e: &Exposition, direction: &str, dest: &str) -> f64 {
 }
 
 /// bpftrace counting, in @n, the segments retransmitted to `port` that left
-/// (a failed attempt has err != 0).
+/// (a failed attempt has err != 0). count(), not `@n++`: the increment is not
+/// atomic, and SYN timers on two CPUs fire together.
 fn count_retransmits_to(port: u16) -> String {
     format!(
-        "BEGIN {{ @n = 0; }} tracepoint:tcp:tcp_retransmit_skb \
-         /args->dport == {port} && args->err == 0/ {{ @n++; }}"
+        "tracepoint:tcp:tcp_retransmit_skb \
+         /args->dport == {port} && args->err == 0/ {{ @n = count(); }}"
     )
 }
 
