@@ -179,8 +179,10 @@ fn live_view_draws_in_an_80_column_terminal() {
         "-d",
         "-x",
         "80",
+        // Tall enough for every probe's section plus a lost-events line,
+        // so the header never scrolls off: the width is what is tested.
         "-y",
-        "40",
+        "70",
         "-s",
         &session,
         "sh",
