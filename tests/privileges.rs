@@ -62,27 +62,6 @@ fn assert_all_threads_hold(agent: &Agent, keys: &[&str], mask: u64) {
     }
 }
 
-/// Turns `kernel.bpf_stats_enabled` off and puts back what it was on drop.
-struct BpfStatsOff(Option<String>);
-
-const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
-
-impl BpfStatsOff {
-    fn new() -> BpfStatsOff {
-        let was = std::fs::read_to_string(BPF_STATS).ok();
-        std::fs::write(BPF_STATS, "0").unwrap_or_else(|e| panic!("{BPF_STATS}: {e}"));
-        BpfStatsOff(was)
-    }
-}
-
-impl Drop for BpfStatsOff {
-    fn drop(&mut self) {
-        if let Some(was) = &self.0 {
-            let _ = std::fs::write(BPF_STATS, was.trim());
-        }
-    }
-}
-
 /// Starts the agent under `prefix` tracing a workload, checks the drop, then
 /// checks the syscall probe still counts the workload's calls exactly: its
 /// partial batches reach userspace only through the flusher's
@@ -92,7 +71,7 @@ impl Drop for BpfStatsOff {
 fn attaches_drops_and_counts_exactly(prefix: &[&str], unreadable: &str) {
     // What is asserted of the cost families needs the node's BPF statistics
     // off, as on a fresh machine (a benchmark may have left them on).
-    let _stats = BpfStatsOff::new();
+    let _stats = tests::sysctl::BpfStats::set(false).expect("kernel.bpf_stats_enabled");
     const N: u64 = 20_000;
     const M: u64 = 1_234; // not a multiple of the 128-record batch
     let w = Workload::start(&["syscalls", &N.to_string(), &M.to_string()]);

@@ -14,6 +14,7 @@ pub mod pod;
 pub mod process;
 pub mod prometheus;
 pub mod receiver;
+pub mod sysctl;
 pub mod tools;
 pub mod web;
 

@@ -77,7 +77,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let agent = agent_bin()?;
     let reads = (args.calls / CALLS_PER_READ).max(1000);
     let disk = harness::LoopDevice::in_memory(DEVICE_MIB);
-    let _stats = StatsOn::enable()?;
+    let _stats = harness::sysctl::BpfStats::set(true).context("kernel.bpf_stats_enabled")?;
     eprintln!(
         "xtask: bench block: {} rounds x {} configurations, {reads} reads each from {} on CPU {cpu}",
         args.rounds,
@@ -159,31 +159,6 @@ fn prog_run_time_ns(pid: u32) -> Result<u64> {
             .unwrap_or(0);
     }
     Ok(total)
-}
-
-/// kernel.bpf_stats_enabled = 1 while alive; the old value is restored on drop.
-struct StatsOn(String);
-
-const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
-
-impl StatsOn {
-    fn enable() -> Result<StatsOn> {
-        let old =
-            std::fs::read_to_string(BPF_STATS).with_context(|| format!("reading {BPF_STATS}"))?;
-        std::fs::write(BPF_STATS, "1").with_context(|| format!("writing {BPF_STATS}"))?;
-        Ok(StatsOn(old.trim().to_string()))
-    }
-}
-
-impl Drop for StatsOn {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::write(BPF_STATS, &self.0) {
-            eprintln!(
-                "xtask: bench block: could not restore {BPF_STATS} to {}: {e}",
-                self.0
-            );
-        }
-    }
 }
 
 /// Completions the agent counted on `device`, all operations.

@@ -86,7 +86,7 @@ struct Measurement {
 pub fn run(args: &BenchArgs) -> Result<()> {
     require_root()?;
     let agent = agent_bin()?;
-    let _stats = BpfStats::on()?;
+    let _stats = harness::sysctl::BpfStats::set(true).context("kernel.bpf_stats_enabled")?;
     let cycles = (args.calls / CALLS_PER_CYCLE).max(100);
     eprintln!(
         "xtask: bench process: {} rounds x {} configurations, {cycles} fork+exec+exit each",
@@ -151,31 +151,6 @@ fn measure(config: Config, agent: &Path, cycles: u64) -> Result<Measurement> {
         kernel_ns_per_cycle,
         agent: agent_cost,
     })
-}
-
-/// Turns the kernel's BPF run-time statistics on, and back off on drop if
-/// they were off.
-struct BpfStats(bool);
-
-const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
-
-impl BpfStats {
-    fn on() -> Result<BpfStats> {
-        let was = std::fs::read_to_string(BPF_STATS)
-            .context(BPF_STATS)?
-            .trim()
-            == "1";
-        std::fs::write(BPF_STATS, "1").context(BPF_STATS)?;
-        Ok(BpfStats(was))
-    }
-}
-
-impl Drop for BpfStats {
-    fn drop(&mut self) {
-        if !self.0 {
-            let _ = std::fs::write(BPF_STATS, "0");
-        }
-    }
 }
 
 /// (`run_time_ns`, `run_cnt`) of each BPF program process `pid` holds, by
