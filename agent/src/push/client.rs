@@ -66,15 +66,49 @@ fn parse_header(s: &str) -> Result<(String, String), String> {
 }
 
 /// The outcome of one request.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 pub enum Outcome {
-    Accepted,
-    /// A status other than 2xx, with Retry-After in seconds if given.
-    Status(u16, Option<u64>, String),
+    /// The receiver answered (any status); the protocol decides what it means.
+    Answered(Answer),
     /// Connect, TLS or I/O failure.
     Network(String),
     Timeout,
 }
+
+/// A receiver's answer: status, headers and trailers (gRPC puts its status
+/// there), and the start of the body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Retry-After in seconds, if given as a number.
+    pub fn retry_after(&self) -> Option<u64> {
+        self.header("retry-after")
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// The body as text for a log line, cut short.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body)
+            .chars()
+            .take(300)
+            .collect::<String>()
+            .trim()
+            .to_string()
+    }
+}
+
+/// The most of an answer's body read: receivers' messages are short, and a
+/// hostile one cannot make the agent buffer more.
+const MAX_ANSWER: usize = 64 << 10;
 
 /// A receiver: where, and with what credentials.
 pub struct Client {
@@ -84,10 +118,13 @@ pub struct Client {
     tls: Option<tokio_rustls::TlsConnector>,
     auth: AuthArgs,
     user_agent: String,
+    http2: bool,
 }
 
 impl Client {
-    pub fn new(url: &str, auth: &AuthArgs) -> Result<Client> {
+    /// `http2`: speak HTTP/2 (gRPC), with prior knowledge over plain TCP and
+    /// ALPN `h2` over TLS; otherwise HTTP/1.1.
+    pub fn new(url: &str, auth: &AuthArgs, http2: bool) -> Result<Client> {
         // Pairs are checked here rather than by clap, so that a config file
         // may set one half and the environment the other.
         if auth.push_cert_file.is_some() != auth.push_key_file.is_some() {
@@ -112,7 +149,7 @@ impl Client {
             .to_string();
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let tls = if https {
-            Some(tokio_rustls::TlsConnector::from(tls_config(auth)?))
+            Some(tokio_rustls::TlsConnector::from(tls_config(auth, http2)?))
         } else {
             None
         };
@@ -133,12 +170,21 @@ impl Client {
             tls,
             auth: auth.clone(),
             user_agent: format!("ebpf-agent/{}", env!("CARGO_PKG_VERSION")),
+            http2,
         })
     }
 
-    /// POSTs `body` with `headers`, within [`TIMEOUT`].
-    pub async fn post(&self, content_type: &str, headers: &[(&str, &str)], body: Bytes) -> Outcome {
-        match tokio::time::timeout(TIMEOUT, self.try_post(content_type, headers, body)).await {
+    /// POSTs `body` with `headers` to the URL's path, or to `path` if given,
+    /// within [`TIMEOUT`].
+    pub async fn post(
+        &self,
+        path: Option<&str>,
+        content_type: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Outcome {
+        match tokio::time::timeout(TIMEOUT, self.try_post(path, content_type, headers, body)).await
+        {
             Err(_) => Outcome::Timeout,
             Ok(Err(e)) => Outcome::Network(format!("{e:#}")),
             Ok(Ok(o)) => o,
@@ -147,15 +193,21 @@ impl Client {
 
     async fn try_post(
         &self,
+        path: Option<&str>,
         content_type: &str,
         headers: &[(&str, &str)],
         body: Bytes,
     ) -> Result<Outcome> {
-        // Origin form (`/api/v1/write`): a server takes the absolute form
-        // only from proxies.
-        let path = self.url.path_and_query().map_or("/", |p| p.as_str());
-        let mut req = Request::post(path)
-            .header(hyper::header::HOST, self.host_header())
+        let path = path.unwrap_or_else(|| self.url.path_and_query().map_or("/", |p| p.as_str()));
+        // HTTP/1.1 takes the origin form (`/api/v1/write`) and a Host header;
+        // HTTP/2 the whole URI, from which hyper makes :scheme and :authority.
+        let req = if self.http2 {
+            let scheme = self.url.scheme_str().unwrap_or("http");
+            Request::post(format!("{scheme}://{}{path}", self.host_header()))
+        } else {
+            Request::post(path).header(hyper::header::HOST, self.host_header())
+        };
+        let mut req = req
             .header(hyper::header::CONTENT_TYPE, content_type)
             .header(hyper::header::USER_AGENT, &self.user_agent);
         for (k, v) in headers {
@@ -173,34 +225,30 @@ impl Client {
             .with_context(|| format!("connect to {}:{}", self.host, self.port))?;
         let _ = tcp.set_nodelay(true);
         let response = match &self.tls {
-            None => send(tcp, req).await?,
+            None => send(tcp, req, self.http2).await?,
             Some(tls) => {
                 let name = ServerName::try_from(self.host.clone())?;
                 let stream = tls.connect(name, tcp).await.context("TLS handshake")?;
-                send(stream, req).await?
+                send(stream, req, self.http2).await?
             }
         };
         let status = response.status().as_u16();
-        if (200..300).contains(&status) {
-            return Ok(Outcome::Accepted);
-        }
-        let retry_after = response
-            .headers()
-            .get(hyper::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse().ok());
-        let text = response
-            .into_body()
+        let (parts, body) = response.into_parts();
+        let mut headers = parts.headers;
+        // Trailers (gRPC's status) join the headers; a body past the limit is
+        // an error rather than memory the receiver decides.
+        let collected = http_body_util::Limited::new(body, MAX_ANSWER)
             .collect()
             .await
-            .map(|b| {
-                String::from_utf8_lossy(&b.to_bytes())
-                    .chars()
-                    .take(300)
-                    .collect()
-            })
-            .unwrap_or_default();
-        Ok(Outcome::Status(status, retry_after, text))
+            .map_err(|e| anyhow!("reading the answer: {e}"))?;
+        if let Some(trailers) = collected.trailers() {
+            headers.extend(trailers.clone());
+        }
+        Ok(Outcome::Answered(Answer {
+            status,
+            headers,
+            body: collected.to_bytes(),
+        }))
     }
 
     fn host_header(&self) -> String {
@@ -236,10 +284,22 @@ impl Client {
 async fn send<S>(
     stream: S,
     req: Request<Full<Bytes>>,
+    http2: bool,
 ) -> Result<hyper::Response<hyper::body::Incoming>>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    if http2 {
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            TokioIo::new(stream),
+        )
+        .await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        return Ok(sender.send_request(req).await?);
+    }
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(async move {
         let _ = conn.await;
@@ -249,7 +309,7 @@ where
 
 const SYSTEM_CAS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
-fn tls_config(auth: &AuthArgs) -> Result<Arc<rustls::ClientConfig>> {
+fn tls_config(auth: &AuthArgs, http2: bool) -> Result<Arc<rustls::ClientConfig>> {
     let ca = auth
         .push_ca_file
         .clone()
@@ -285,7 +345,11 @@ fn tls_config(auth: &AuthArgs) -> Result<Arc<rustls::ClientConfig>> {
         }
         _ => builder.with_no_client_auth(),
     };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![if http2 {
+        b"h2".to_vec()
+    } else {
+        b"http/1.1".to_vec()
+    }];
     Ok(Arc::new(config))
 }
 
@@ -302,9 +366,9 @@ mod tests {
         assert!(parse_header("no colon").is_err());
         assert!(parse_header("bad name: x").is_err());
         let none = AuthArgs::default();
-        assert!(Client::new("ftp://x/y", &none).is_err());
-        assert!(Client::new("http:///nohost", &none).is_err());
-        let c = Client::new("http://127.0.0.1:9090/api/v1/write", &none).unwrap();
+        assert!(Client::new("ftp://x/y", &none, false).is_err());
+        assert!(Client::new("http:///nohost", &none, false).is_err());
+        let c = Client::new("http://127.0.0.1:9090/api/v1/write", &none, false).unwrap();
         assert_eq!((c.host.as_str(), c.port), ("127.0.0.1", 9090));
         assert_eq!(c.host_header(), "127.0.0.1:9090");
     }

@@ -1,23 +1,26 @@
-//! Push export: Prometheus remote write 1.0 to every `--remote-write-url`.
-//! Every `--push-interval` the agent encodes the same exposition a scrape gets
-//! (samples.rs), turns it into one request (remote_write.rs) and queues it per
-//! receiver (queue.rs: memory, or segment files that survive restarts). One
-//! sender per receiver sends the queue oldest first (client.rs), retrying 5xx,
-//! 429 and network errors with exponential backoff and jitter, dropping what a
-//! receiver rejects (other 4xx); all of it counted (metrics.rs). docs/push.md
-//! has the design.
+//! Push export: Prometheus remote write 1.0 to every `--remote-write-url`,
+//! OTLP to every `--otlp-endpoint`. Every `--push-interval` the agent reads
+//! the same exposition a scrape gets (samples.rs), turns it into one request
+//! per format (remote_write.rs, otlp.rs) and queues it per receiver (queue.rs:
+//! memory, or segment files that survive restarts). One sender per receiver
+//! sends the queue oldest first (client.rs), retrying what the protocol says
+//! is temporary (5xx, 429, network errors; gRPC's retryable codes) with
+//! exponential backoff and jitter, dropping what a receiver rejects; all of it
+//! counted (metrics.rs). docs/push.md has the design.
 
 mod client;
 mod metrics;
+mod otlp;
 mod queue;
 mod remote_write;
 mod samples;
 
 pub use client::AuthArgs;
+pub use otlp::OtlpArgs;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use client::{Client, Outcome};
+use client::{Answer, Client, Outcome};
 use prometheus_client::registry::Registry;
 use queue::{Queue, Record};
 use std::path::PathBuf;
@@ -57,9 +60,13 @@ pub struct PushArgs {
 
     /// Label `name=value` added to every pushed series (repeatable), as
     /// Prometheus' external_labels. Defaults: job=ebpf-agent and instance=<host
-    /// name>; `instance=` (empty) removes one.
+    /// name>; `instance=` (empty) removes one. For OTLP they are resource
+    /// attributes (without the defaults, which OTLP has as service.name and host.name).
     #[arg(long, value_name = "NAME=VALUE", value_parser = parse_label)]
     pub push_external_label: Vec<(String, String)>,
+
+    #[command(flatten)]
+    pub otlp: OtlpArgs,
 
     #[command(flatten)]
     pub auth: AuthArgs,
@@ -81,6 +88,36 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
     Ok((k.to_string(), v.to_string()))
 }
 
+/// When this process started and when the machine booted, in ns since the
+/// epoch: the starts of cumulative OTLP points.
+fn process_start_ns(boot_ns: u64) -> u64 {
+    // /proc/self/stat's 22nd field: start time in clock ticks after boot
+    // (after the command name, which may hold spaces, in parentheses).
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let after = &s[s.rfind(')')? + 2..];
+            after.split(' ').nth(19)?.parse::<u64>().ok()
+        });
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    match ticks {
+        Some(t) if hz > 0 && boot_ns > 0 => boot_ns + t * 1_000_000_000 / hz as u64,
+        _ => now_ms() as u64 * 1_000_000,
+    }
+}
+
+fn boot_time_ns() -> u64 {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("btime "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .map_or(0, |s| s * 1_000_000_000)
+}
+
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -95,10 +132,37 @@ pub struct Push {
     interval: Duration,
     labels: Vec<(String, String)>,
     backlog_gap: Duration,
+    otlp: Option<otlp::Encoder>,
+}
+
+/// What an exporter sends: the format of its requests.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Format {
+    RemoteWrite,
+    Otlp(otlp::Protocol, otlp::Compression),
+}
+
+impl Format {
+    fn name(self) -> &'static str {
+        match self {
+            Format::RemoteWrite => "remote_write",
+            Format::Otlp(..) => "otlp",
+        }
+    }
+
+    /// The queue's directory name: what its records are, so that a restart
+    /// with other settings does not send old records with the wrong headers.
+    fn queue_name(self) -> String {
+        match self {
+            Format::RemoteWrite => "remote_write".to_string(),
+            Format::Otlp(p, c) => format!("otlp-{p:?}-{c:?}").to_lowercase(),
+        }
+    }
 }
 
 struct Exporter {
     url: String,
+    format: Format,
     client: Client,
     queue: Mutex<Queue>,
     queued: Notify,
@@ -109,21 +173,34 @@ impl Push {
     /// None without any receiver. Fails on a bad URL, TLS file or queue
     /// directory, before anything else starts.
     pub fn new(args: &PushArgs) -> Result<Option<Push>> {
-        if args.remote_write_url.is_empty() {
+        let o = &args.otlp;
+        let targets: Vec<(String, Format)> = args
+            .remote_write_url
+            .iter()
+            .map(|u| (u.clone(), Format::RemoteWrite))
+            .chain(
+                o.otlp_endpoint
+                    .iter()
+                    .map(|e| (o.url(e), Format::Otlp(o.otlp_protocol, o.otlp_compression))),
+            )
+            .collect();
+        if targets.is_empty() {
             return Ok(None);
         }
         let m = Arc::new(metrics::Metrics::default());
         let mut exporters = Vec::new();
-        for url in &args.remote_write_url {
-            let client = Client::new(url, &args.auth)?;
-            let em = Arc::new(m.exporter("remote_write", url));
+        for (url, format) in targets {
+            let grpc = matches!(format, Format::Otlp(otlp::Protocol::Grpc, _));
+            let client = Client::new(&url, &args.auth, grpc)?;
+            let em = Arc::new(m.exporter(format.name(), &url));
             let queue = match &args.push_queue_dir {
                 None => Queue::memory(args.push_queue_max_bytes, em.clone()),
                 Some(dir) => {
-                    // One directory per receiver, named from its URL so a
-                    // restart with the same flags finds its own backlog.
+                    // One directory per receiver, named from its format and
+                    // URL so a restart with the same flags finds its own backlog.
                     let sub = dir.join(format!(
-                        "remote_write-{:08x}",
+                        "{}-{:08x}",
+                        format.queue_name(),
                         crc32fast::hash(url.as_bytes())
                     ));
                     let q = Queue::open(&sub, args.push_queue_max_bytes, em.clone()).with_context(
@@ -139,7 +216,8 @@ impl Push {
                 }
             };
             exporters.push(Arc::new(Exporter {
-                url: url.clone(),
+                url,
+                format,
                 client,
                 queue: Mutex::new(queue),
                 queued: Notify::new(),
@@ -150,19 +228,26 @@ impl Push {
             .map(|s| s.trim().to_string())
             .unwrap_or_default();
         let mut labels = vec![
-            ("instance".to_string(), host),
+            ("instance".to_string(), host.clone()),
             ("job".to_string(), "ebpf-agent".to_string()),
         ];
         for (k, v) in &args.push_external_label {
             labels.retain(|(n, _)| n != k);
             labels.push((k.clone(), v.clone()));
         }
+        let otlp = (!o.otlp_endpoint.is_empty()).then(|| {
+            let env = |k: &str| std::env::var(k).ok();
+            let resource = otlp::resource(&host, &env, &args.push_external_label);
+            let boot = boot_time_ns();
+            otlp::Encoder::new(o.otlp_temporality, &resource, process_start_ns(boot), boot)
+        });
         Ok(Some(Push {
             exporters,
             metrics: m,
             interval: Duration::from_secs(args.push_interval),
             labels,
             backlog_gap: Duration::from_secs(1) / args.push_backlog_rate as u32,
+            otlp,
         }))
     }
 
@@ -174,43 +259,88 @@ impl Push {
     /// Starts collecting every interval and one sender per receiver.
     pub fn spawn(self, registries: Arc<Vec<Registry>>, stop: watch::Receiver<bool>) {
         for e in &self.exporters {
-            tracing::info!(
-                "pushing every {:?} to {} (remote write 1.0)",
-                self.interval,
-                e.url
-            );
+            let what = match e.format {
+                Format::RemoteWrite => "remote write 1.0",
+                Format::Otlp(otlp::Protocol::Http, _) => "OTLP over HTTP",
+                Format::Otlp(otlp::Protocol::Grpc, _) => "OTLP over gRPC",
+            };
+            tracing::info!("pushing every {:?} to {} ({what})", self.interval, e.url);
             tokio::spawn(send_loop(e.clone(), self.backlog_gap, stop.clone()));
         }
         tokio::spawn(collect_loop(self, registries, stop));
     }
 }
 
-/// Every interval: one exposition, encoded once, queued for every receiver.
+/// Every interval: one exposition, encoded once per format, queued for every receiver.
 async fn collect_loop(push: Push, registries: Arc<Vec<Registry>>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(push.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let encoder = Arc::new(Mutex::new(remote_write::Encoder::default()));
-    let push = Arc::new(push);
+    let Push {
+        exporters,
+        metrics,
+        labels,
+        otlp,
+        ..
+    } = push;
+    let exporters = Arc::new(exporters);
+    let encoders = Arc::new(Mutex::new((remote_write::Encoder::default(), otlp)));
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.changed() => break,
         }
-        let (p, regs, enc) = (push.clone(), registries.clone(), encoder.clone());
+        let (ex, regs, enc, labels) = (
+            exporters.clone(),
+            registries.clone(),
+            encoders.clone(),
+            labels.clone(),
+        );
         // Collectors read /proc and BPF maps, and the disk queue fsyncs:
         // blocking work, off the async workers.
         let done = tokio::task::spawn_blocking(move || {
             let time_ms = now_ms();
             let text = crate::http::encode_text(&regs)?;
-            let samples = samples::parse(&text, &p.labels)?;
-            let encoded = enc.lock().unwrap().encode(samples, time_ms);
-            for e in &p.exporters {
-                e.queue.lock().unwrap().push(Record {
+            let families = samples::parse(&text)?;
+            let mut enc = enc.lock().unwrap();
+            let (rw, otlp) = &mut *enc;
+            let wants = |f: fn(&Format) -> bool| ex.iter().any(|e| f(&e.format));
+            let rw_record = wants(|f| *f == Format::RemoteWrite).then(|| {
+                let e = rw.encode(&families, &labels, time_ms);
+                Record {
                     time_ms,
-                    samples: encoded.samples,
-                    body: encoded.body.clone(),
-                });
-                e.queued.notify_one();
+                    samples: e.samples,
+                    body: e.body,
+                }
+            });
+            // One OTLP request (the delta state is shared), one body per
+            // transport and compression in use.
+            let otlp_request = otlp
+                .as_mut()
+                .map(|encoder| encoder.encode(&families, time_ms as u64 * 1_000_000));
+            let mut otlp_bodies: Vec<(Format, Record)> = Vec::new();
+            for e in ex.iter() {
+                let record = match (e.format, &otlp_request) {
+                    (Format::RemoteWrite, _) => rw_record.clone(),
+                    (Format::Otlp(p, c), Some((request, points))) => {
+                        match otlp_bodies.iter().find(|(f, _)| *f == e.format) {
+                            Some((_, r)) => Some(r.clone()),
+                            None => {
+                                let r = Record {
+                                    time_ms,
+                                    samples: *points,
+                                    body: otlp::body(request, p, c),
+                                };
+                                otlp_bodies.push((e.format, r.clone()));
+                                Some(r)
+                            }
+                        }
+                    }
+                    (Format::Otlp(..), None) => None,
+                };
+                if let Some(r) = record {
+                    e.queue.lock().unwrap().push(r);
+                    e.queued.notify_one();
+                }
             }
             Ok::<_, String>(())
         })
@@ -218,11 +348,11 @@ async fn collect_loop(push: Push, registries: Arc<Vec<Registry>>, mut stop: watc
         .map_err(|e| e.to_string())
         .and_then(|r| r);
         if let Err(e) = done {
-            push.metrics.collect_errors.inc();
+            metrics.collect_errors.inc();
             tracing::error!("a push was not made: {e}");
         }
     }
-    for e in &push.exporters {
+    for e in exporters.iter() {
         let q = e.queue.lock().unwrap();
         if !q.is_empty() && q.is_memory() {
             tracing::warn!(
@@ -234,10 +364,111 @@ async fn collect_loop(push: Push, registries: Arc<Vec<Registry>>, mut stop: watc
     }
 }
 
+/// What to do with a record after an answer.
+#[derive(Debug, PartialEq)]
+enum Verdict {
+    /// Taken; `rejected` data points of it refused for good (OTLP partial success).
+    Accepted { rejected: Option<(u64, String)> },
+    /// Try again after the backoff (or the receiver's Retry-After).
+    Retry {
+        reason: String,
+        after: Option<u64>,
+        message: String,
+    },
+    /// The receiver will never take it.
+    Drop { reason: String, message: String },
+}
+
+/// Reads an answer as the format's spec says: remote write retries 5xx and
+/// 429; OTLP/HTTP retries 429, 502, 503 and 504; OTLP/gRPC retries the codes
+/// its spec lists (an HTTP error in front of gRPC, from a proxy, as OTLP/HTTP).
+fn judge(format: Format, a: &Answer) -> Verdict {
+    let http = |retryable: bool| {
+        let reason = format!("http_{}", a.status);
+        if retryable {
+            Verdict::Retry {
+                reason,
+                after: a.retry_after(),
+                message: a.text(),
+            }
+        } else {
+            Verdict::Drop {
+                reason,
+                message: a.text(),
+            }
+        }
+    };
+    let ok = (200..300).contains(&a.status);
+    match format {
+        Format::RemoteWrite if ok => Verdict::Accepted { rejected: None },
+        Format::RemoteWrite => http(a.status == 429 || a.status >= 500),
+        Format::Otlp(p, _) if !ok || (p == otlp::Protocol::Grpc && a.status != 200) => {
+            http(matches!(a.status, 429 | 502 | 503 | 504))
+        }
+        Format::Otlp(otlp::Protocol::Http, _) => Verdict::Accepted {
+            rejected: otlp::rejected(otlp::Protocol::Http, &a.body),
+        },
+        Format::Otlp(otlp::Protocol::Grpc, _) => {
+            let Some(code) = a
+                .header("grpc-status")
+                .and_then(|c| c.trim().parse::<u32>().ok())
+            else {
+                return Verdict::Retry {
+                    reason: "grpc_no_status".to_string(),
+                    after: None,
+                    message: "an answer without grpc-status".to_string(),
+                };
+            };
+            if code == 0 {
+                return Verdict::Accepted {
+                    rejected: otlp::rejected(otlp::Protocol::Grpc, &a.body),
+                };
+            }
+            let reason = format!("grpc_{}", otlp::grpc_code_name(code));
+            let message = a.header("grpc-message").unwrap_or_default().to_string();
+            if otlp::grpc_retryable(code, a.header("grpc-status-details-bin").is_some()) {
+                Verdict::Retry {
+                    reason,
+                    after: None,
+                    message,
+                }
+            } else {
+                Verdict::Drop { reason, message }
+            }
+        }
+    }
+}
+
 /// Sends the queue oldest first, for as long as the agent runs.
 async fn send_loop(e: Arc<Exporter>, backlog_gap: Duration, mut stop: watch::Receiver<bool>) {
     let mut attempt = 0u32;
-    let headers: Vec<(&str, &str)> = remote_write::HEADERS.to_vec();
+    let (path, content_type, headers): (Option<&str>, &str, Vec<(&str, &str)>) = match e.format {
+        Format::RemoteWrite => (
+            None,
+            remote_write::CONTENT_TYPE,
+            remote_write::HEADERS.to_vec(),
+        ),
+        Format::Otlp(otlp::Protocol::Http, c) => (
+            None,
+            "application/x-protobuf",
+            [("content-encoding", "gzip")]
+                .into_iter()
+                .filter(|_| c == otlp::Compression::Gzip)
+                .collect(),
+        ),
+        Format::Otlp(otlp::Protocol::Grpc, c) => (
+            Some(otlp::GRPC_PATH),
+            "application/grpc",
+            [
+                ("te", "trailers"),
+                ("grpc-accept-encoding", "gzip"),
+                ("grpc-encoding", "gzip"),
+            ]
+            .into_iter()
+            .filter(|(k, _)| *k != "grpc-encoding" || c == otlp::Compression::Gzip)
+            .collect(),
+        ),
+    };
     loop {
         if *stop.borrow() {
             return;
@@ -255,17 +486,35 @@ async fn send_loop(e: Arc<Exporter>, backlog_gap: Duration, mut stop: watch::Rec
         };
         let outcome = e
             .client
-            .post(
-                remote_write::CONTENT_TYPE,
-                &headers,
-                Bytes::from(record.body),
-            )
+            .post(path, content_type, &headers, Bytes::from(record.body))
             .await;
-        let wait = match outcome {
-            Outcome::Accepted => {
+        let verdict = match outcome {
+            Outcome::Answered(a) => judge(e.format, &a),
+            Outcome::Network(why) => Verdict::Retry {
+                reason: "network".to_string(),
+                after: None,
+                message: format!("cannot reach the receiver ({why})"),
+            },
+            Outcome::Timeout => Verdict::Retry {
+                reason: "timeout".to_string(),
+                after: None,
+                message: format!("no answer within {:?}", client::TIMEOUT),
+            },
+        };
+        let wait = match verdict {
+            Verdict::Accepted { rejected } => {
                 attempt = 0;
+                let refused = rejected
+                    .as_ref()
+                    .map_or(0, |(n, _)| (*n).min(record.samples));
+                if let Some((n, why)) = rejected {
+                    e.metrics.dropped("rejected", refused);
+                    e.metrics.warn_once("partial", || {
+                        format!("the receiver took a push but rejected {n} of its data points ({why}); they are dropped")
+                    });
+                }
                 e.metrics.requests.inc();
-                e.metrics.samples.inc_by(record.samples);
+                e.metrics.samples.inc_by(record.samples - refused);
                 e.metrics.last_success.set(now_ms() as f64 / 1000.0);
                 let mut q = e.queue.lock().unwrap();
                 q.pop();
@@ -276,48 +525,32 @@ async fn send_loop(e: Arc<Exporter>, backlog_gap: Duration, mut stop: watch::Rec
                     Some(backlog_gap)
                 }
             }
-            Outcome::Status(code, retry_after, text) if code == 429 || code >= 500 => {
-                e.metrics.failed(&format!("http_{code}"));
+            Verdict::Retry {
+                reason,
+                after,
+                message,
+            } => {
+                e.metrics.failed(&reason);
                 e.metrics.retried.inc();
-                e.metrics.warn_once(&format!("http_{code}"), || {
-                    format!("the receiver answered {code} ({}); retrying", text.trim())
-                });
+                e.metrics
+                    .warn_once(&reason, || format!("{message} ({reason}); retrying"));
                 attempt += 1;
-                Some(retry_wait(attempt, retry_after))
+                Some(retry_wait(attempt, after))
             }
-            Outcome::Status(code, _, text) => {
+            Verdict::Drop { reason, message } => {
                 // The receiver will never take this request: retrying would
                 // only block everything behind it.
-                e.metrics.failed(&format!("http_{code}"));
+                e.metrics.failed(&reason);
                 e.metrics.dropped("rejected", record.samples);
-                e.metrics.warn_once(&format!("http_{code}"), || {
+                e.metrics.warn_once(&reason, || {
                     format!(
-                        "the receiver rejected a push with {code} ({}); its {} samples are dropped",
-                        text.trim(),
+                        "the receiver rejected a push ({reason}: {message}); its {} samples are dropped",
                         record.samples
                     )
                 });
                 attempt = 0;
                 e.queue.lock().unwrap().pop();
                 None
-            }
-            Outcome::Network(why) => {
-                e.metrics.failed("network");
-                e.metrics.retried.inc();
-                e.metrics.warn_once("network", || {
-                    format!("cannot reach the receiver ({why}); retrying")
-                });
-                attempt += 1;
-                Some(retry_wait(attempt, None))
-            }
-            Outcome::Timeout => {
-                e.metrics.failed("timeout");
-                e.metrics.retried.inc();
-                e.metrics.warn_once("timeout", || {
-                    format!("no answer within {:?}; retrying", client::TIMEOUT)
-                });
-                attempt += 1;
-                Some(retry_wait(attempt, None))
             }
         };
         if let Some(wait) = wait {

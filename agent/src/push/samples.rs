@@ -1,88 +1,198 @@
-//! The samples of one exposition, for pushing: the same OpenMetrics text a
-//! scrape gets, read back into series (name and labels) and values. Going
-//! through the text keeps push and scrape identical by construction: a
-//! histogram is its `_bucket{le}`, `_sum` and `_count` series, a counter its
-//! `_total`, an info family its `_info`, exactly as Prometheus stores a scrape.
+//! The families of one exposition, for pushing: the same OpenMetrics text a
+//! scrape gets, read back into families (name, type, unit, help) and their
+//! samples. Going through the text keeps push and scrape identical by
+//! construction: remote write sends each sample as Prometheus stores a scrape
+//! (`_bucket{le}`, `_sum`, `_count`, `_total`, `_info`), OTLP regroups a
+//! histogram's samples into one data point per series.
 
-use std::collections::BTreeMap;
-
-/// One series' labels, `__name__` included, sorted by name, no empty values.
+/// One series' labels without `__name__`, sorted by name, no empty values.
 pub type Labels = Vec<(String, String)>;
 
-/// A series and its value at the moment of the exposition.
+/// A family's type, from its `# TYPE` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    Unknown,
+}
+
+/// A sample: its series' name (`foo_total`, `foo_bucket`...), labels and value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
+    pub name: String,
     pub labels: Labels,
     pub value: f64,
 }
 
-/// Parses every sample line of an OpenMetrics (or 0.0.4) text; `extra` labels
-/// are added to every series unless it has a label of that name already.
-/// A line that cannot be read is an error naming it: the agent made the text,
-/// so that is a bug to surface, not data to skip silently.
-pub fn parse(text: &str, extra: &[(String, String)]) -> Result<Vec<Sample>, String> {
-    let mut out = Vec::new();
+/// A family and its samples in exposition order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Family {
+    pub name: String,
+    pub kind: Kind,
+    pub unit: String,
+    pub help: String,
+    pub samples: Vec<Sample>,
+}
+
+/// Reads every family of an OpenMetrics (or 0.0.4) text. A line that cannot
+/// be read is an error naming it: the agent made the text, so that is a bug
+/// to surface, not data to skip silently.
+pub fn parse(text: &str) -> Result<Vec<Family>, String> {
+    let mut out: Vec<Family> = Vec::new();
     for line in text.lines() {
-        if line.is_empty() || line.starts_with('#') {
+        if line.is_empty() {
             continue;
         }
-        out.push(parse_line(line, extra).map_err(|e| format!("{e} in line {line:?}"))?);
+        if let Some(meta) = line.strip_prefix("# ") {
+            let mut parts = meta.splitn(3, ' ');
+            let (word, name, rest) = (parts.next(), parts.next(), parts.next().unwrap_or(""));
+            let Some(name) = name else { continue };
+            let family = match out.last_mut() {
+                Some(f) if f.name == name => f,
+                _ => {
+                    out.push(family(name, Kind::Unknown));
+                    out.last_mut().expect("just pushed")
+                }
+            };
+            match word {
+                Some("TYPE") => family.kind = kind(rest),
+                Some("UNIT") => family.unit = rest.to_string(),
+                Some("HELP") => family.help = unescape_help(rest),
+                _ => {}
+            }
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let sample = parse_line(line).map_err(|e| format!("{e} in line {line:?}"))?;
+        match out.last_mut() {
+            Some(f) if belongs(f, &sample.name) => f.samples.push(sample),
+            _ => {
+                let mut f = family(&sample.name, Kind::Unknown);
+                f.samples.push(sample);
+                out.push(f);
+            }
+        }
     }
     Ok(out)
 }
 
-fn parse_line(line: &str, extra: &[(String, String)]) -> Result<Sample, String> {
+fn family(name: &str, kind: Kind) -> Family {
+    Family {
+        name: name.to_string(),
+        kind,
+        unit: String::new(),
+        help: String::new(),
+        samples: Vec::new(),
+    }
+}
+
+fn kind(s: &str) -> Kind {
+    match s {
+        "counter" => Kind::Counter,
+        "gauge" => Kind::Gauge,
+        "histogram" => Kind::Histogram,
+        "info" => Kind::Info,
+        _ => Kind::Unknown,
+    }
+}
+
+/// Whether a sample named `series` is one of `f`'s (its name plus a suffix its type allows).
+fn belongs(f: &Family, series: &str) -> bool {
+    let Some(suffix) = series.strip_prefix(f.name.as_str()) else {
+        return false;
+    };
+    match f.kind {
+        Kind::Counter => matches!(suffix, "_total" | "_created"),
+        Kind::Histogram => matches!(suffix, "_bucket" | "_sum" | "_count" | "_created"),
+        Kind::Info => suffix == "_info",
+        Kind::Gauge | Kind::Unknown => suffix.is_empty(),
+    }
+}
+
+fn unescape_help(s: &str) -> String {
+    if !s.contains('\\') {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match (c, c == '\\') {
+            (_, true) => match chars.next() {
+                Some('n') => out.push('\n'),
+                Some(c) => out.push(c),
+                None => out.push('\\'),
+            },
+            (c, false) => out.push(c),
+        }
+    }
+    out
+}
+
+fn parse_line(line: &str) -> Result<Sample, String> {
     let name_end = line
         .find(['{', ' '])
         .ok_or_else(|| "no value".to_string())?;
     let name = &line[..name_end];
-    let mut labels: BTreeMap<String, String> = BTreeMap::new();
+    let mut labels = Vec::new();
     let mut rest = &line[name_end..];
     if let Some(body) = rest.strip_prefix('{') {
-        let (parsed, after) = parse_labels(body)?;
-        labels = parsed;
-        rest = after;
+        rest = parse_labels(body, &mut labels)?;
     }
     let value = rest
         .split_whitespace()
         .next()
         .ok_or_else(|| "no value".to_string())?;
     let value = parse_value(value)?;
-    for (k, v) in extra {
-        labels.entry(k.clone()).or_insert_with(|| v.clone());
-    }
-    labels.insert("__name__".to_string(), name.to_string());
     // The remote-write spec: a label with an empty value is the same as none.
-    let labels = labels.into_iter().filter(|(_, v)| !v.is_empty()).collect();
-    Ok(Sample { labels, value })
+    labels.retain(|(_, v): &(String, String)| !v.is_empty());
+    labels.sort_unstable();
+    Ok(Sample {
+        name: name.to_string(),
+        labels,
+        value,
+    })
 }
 
-/// `a="x",b="y\"z"}` → the labels and what follows the `}`.
-fn parse_labels(mut s: &str) -> Result<(BTreeMap<String, String>, &str), String> {
-    let mut labels = BTreeMap::new();
+/// `a="x",b="y\"z"}` → the labels into `out`, and what follows the `}`.
+fn parse_labels<'a>(mut s: &'a str, out: &mut Labels) -> Result<&'a str, String> {
     loop {
         s = s.trim_start_matches(',');
         if let Some(after) = s.strip_prefix('}') {
-            return Ok((labels, after));
+            return Ok(after);
         }
         let eq = s.find("=\"").ok_or("a label without =\"")?;
         let name = s[..eq].to_string();
-        let mut value = String::new();
-        let mut chars = s[eq + 2..].char_indices();
-        let end = loop {
-            match chars.next() {
-                Some((i, '"')) => break eq + 2 + i + 1,
-                Some((_, '\\')) => match chars.next() {
-                    Some((_, 'n')) => value.push('\n'),
-                    Some((_, c)) => value.push(c),
-                    None => return Err("an unterminated escape".into()),
-                },
-                Some((_, c)) => value.push(c),
-                None => return Err("an unterminated label value".into()),
-            }
+        let body = &s[eq + 2..];
+        // Most values have no escapes: one slice copy.
+        let (value, end) = match body.find(['"', '\\']) {
+            Some(i) if body.as_bytes()[i] == b'"' => (body[..i].to_string(), eq + 2 + i + 1),
+            _ => unescape_value(body).map(|(v, n)| (v, eq + 2 + n))?,
         };
-        labels.insert(name, value);
+        out.push((name, value));
         s = &s[end..];
+    }
+}
+
+/// A label value with escapes, up to its closing quote: the value and the
+/// length consumed (quote included).
+fn unescape_value(body: &str) -> Result<(String, usize), String> {
+    let mut value = String::new();
+    let mut chars = body.char_indices();
+    loop {
+        match chars.next() {
+            Some((i, '"')) => return Ok((value, i + 1)),
+            Some((_, '\\')) => match chars.next() {
+                Some((_, 'n')) => value.push('\n'),
+                Some((_, c)) => value.push(c),
+                None => return Err("an unterminated escape".into()),
+            },
+            Some((_, c)) => value.push(c),
+            None => return Err("an unterminated label value".into()),
+        }
     }
 }
 
@@ -99,7 +209,7 @@ fn parse_value(s: &str) -> Result<f64, String> {
 mod tests {
     use super::*;
 
-    fn l(pairs: &[(&str, &str)]) -> Labels {
+    pub fn l(pairs: &[(&str, &str)]) -> Labels {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -107,48 +217,59 @@ mod tests {
     }
 
     #[test]
-    fn reads_families_with_sorted_labels_and_extras() {
-        let text = "# HELP a_seconds Latency\n# TYPE a_seconds histogram\n\
+    fn reads_families_with_their_types_units_and_sorted_labels() {
+        let text = "# HELP a_seconds Latency\\nof x.\n# TYPE a_seconds histogram\n# UNIT a_seconds seconds\n\
                     a_seconds_bucket{syscall=\"read\",le=\"0.5\"} 3\n\
                     a_seconds_bucket{syscall=\"read\",le=\"+Inf\"} 4\n\
                     a_seconds_sum{syscall=\"read\"} 1.25\n\
+                    a_seconds_count{syscall=\"read\"} 4\n\
+                    # HELP a Things.\n# TYPE a counter\n\
                     a_total{x=\"q\\\"uote\\\\d\\n\",empty=\"\",job=\"mine\"} 7\n\
-                    g NaN\n# EOF\n";
-        let extra = [
-            ("job".to_string(), "agent".to_string()),
-            ("instance".to_string(), "n1".to_string()),
-        ];
-        let s = parse(text, &extra).unwrap();
-        assert_eq!(s.len(), 5);
+                    # TYPE g gauge\ng NaN\n\
+                    # TYPE build info\nbuild_info{version=\"1\"} 1\n# EOF\n";
+        let f = parse(text).unwrap();
+        assert_eq!(f.len(), 4);
         assert_eq!(
-            s[0].labels,
-            l(&[
-                ("__name__", "a_seconds_bucket"),
-                ("instance", "n1"),
-                ("job", "agent"),
-                ("le", "0.5"),
-                ("syscall", "read")
-            ])
+            (f[0].name.as_str(), f[0].kind, f[0].unit.as_str()),
+            ("a_seconds", Kind::Histogram, "seconds")
         );
-        assert_eq!(s[1].value, f64::INFINITY.min(4.0));
-        assert_eq!(s[2].value, 1.25);
-        // Empty values go; the series' own job wins over the extra one.
+        assert_eq!(f[0].help, "Latency\nof x.");
+        assert_eq!(f[0].samples.len(), 4);
+        assert_eq!(f[0].samples[0].name, "a_seconds_bucket");
         assert_eq!(
-            s[3].labels,
-            l(&[
-                ("__name__", "a_total"),
-                ("instance", "n1"),
-                ("job", "mine"),
-                ("x", "q\"uote\\d\n")
-            ])
+            f[0].samples[0].labels,
+            l(&[("le", "0.5"), ("syscall", "read")])
         );
-        assert!(s[4].value.is_nan());
+        assert_eq!(f[0].samples[1].value, 4.0);
+        assert_eq!(f[0].samples[2].value, 1.25);
+        // Empty values go, escapes are read.
+        assert_eq!(
+            (f[1].kind, f[1].samples[0].name.as_str()),
+            (Kind::Counter, "a_total")
+        );
+        assert_eq!(
+            f[1].samples[0].labels,
+            l(&[("job", "mine"), ("x", "q\"uote\\d\n")])
+        );
+        assert!(f[2].samples[0].value.is_nan());
+        assert_eq!(
+            (f[3].kind, f[3].samples[0].name.as_str()),
+            (Kind::Info, "build_info")
+        );
+    }
+
+    #[test]
+    fn a_sample_without_metadata_is_its_own_untyped_family() {
+        let f = parse("# TYPE a counter\na_total 1\nb 2\n").unwrap();
+        assert_eq!(f.len(), 2);
+        assert_eq!((f[1].name.as_str(), f[1].kind), ("b", Kind::Unknown));
     }
 
     #[test]
     fn bad_lines_are_errors() {
-        assert!(parse("a{b=\"c} 1\n", &[]).is_err());
-        assert!(parse("a x\n", &[]).is_err());
-        assert!(parse("a\n", &[]).is_err());
+        assert!(parse("a{b=\"c} 1\n").is_err());
+        assert!(parse("a{b=\"c\\").is_err());
+        assert!(parse("a x\n").is_err());
+        assert!(parse("a\n").is_err());
     }
 }
