@@ -19,7 +19,7 @@ use std::io::Write;
 use std::time::Duration;
 use tests::otlp::{
     AggregationTemporality, Answer, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-    OtlpReceiver, Point, Protocol, Received, points,
+    OtlpReceiver, Point, Protocol, Received, get, points, sum,
 };
 use tonic::codec::CompressionEncoding;
 
@@ -453,9 +453,14 @@ fn grpc_receiver_refuses_what_it_cannot_decode_and_records_it() {
 }
 
 #[test]
-fn points_gives_cumulative_buckets_like_the_exposition() {
+fn points_are_found_like_exposition_samples() {
     let all = points(&request());
-    let histogram = &all[&key("ebpf_agent_syscall_latency_seconds", &[("syscall", "read")])];
+    assert_eq!(sum(&all, "ebpf_agent_syscalls", &[]), Some(1_334.0));
+    assert_eq!(sum(&all, "ebpf_agent_syscalls", &[("errno", "1")]), None);
+    let read = get(&all, "ebpf_agent_syscalls", &[("syscall", "read")]);
+    assert_eq!(read.map(Point::value), Some(1_234.0));
+    let histogram = get(&all, "ebpf_agent_syscall_latency_seconds", &[]).unwrap();
+    // Cumulative, like Exposition::buckets.
     assert_eq!(
         histogram.cumulative_buckets(),
         [

@@ -19,7 +19,9 @@ pub use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
 pub use opentelemetry_proto::tonic::metrics::v1::AggregationTemporality;
-pub use points::{Key, Point, Stamps, points, resource_attributes, stamped_points};
+pub use points::{
+    Key, Point, Stamps, get, matching, points, resource_attributes, stamped_points, sum,
+};
 
 /// How the receiver is spoken to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

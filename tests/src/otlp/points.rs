@@ -34,6 +34,14 @@ pub enum Point {
 }
 
 impl Point {
+    /// A sum's or gauge's value. Panics on a histogram.
+    pub fn value(&self) -> f64 {
+        match self {
+            Point::Sum { value, .. } | Point::Gauge(value) => *value,
+            Point::Histogram { .. } => panic!("a histogram has no single value: {self:?}"),
+        }
+    }
+
     /// A histogram's buckets as /metrics shows them: cumulative (le, count)
     /// pairs ending with +Inf, like `Exposition::buckets`. Panics on another kind.
     pub fn cumulative_buckets(&self) -> Vec<(f64, f64)> {
@@ -54,6 +62,40 @@ impl Point {
             })
             .collect()
     }
+}
+
+/// The points named `name` whose attributes include every pair in `attributes`.
+pub fn matching<'a>(
+    points: &'a BTreeMap<Key, Point>,
+    name: &'a str,
+    attributes: &'a [(&'a str, &'a str)],
+) -> impl Iterator<Item = (&'a Key, &'a Point)> {
+    points.iter().filter(move |((n, attrs), _)| {
+        n == name
+            && attributes
+                .iter()
+                .all(|(k, v)| attrs.iter().any(|(ak, av)| ak == k && av == v))
+    })
+}
+
+/// The single point matching (see [`matching`]), or None; panics if several
+/// match (the test's attributes are ambiguous).
+pub fn get<'a>(
+    points: &'a BTreeMap<Key, Point>,
+    name: &'a str,
+    attributes: &'a [(&'a str, &'a str)],
+) -> Option<&'a Point> {
+    let found: Vec<_> = matching(points, name, attributes).collect();
+    assert!(found.len() <= 1, "{name}{attributes:?} matches {found:?}");
+    found.first().map(|(_, p)| *p)
+}
+
+/// The sum of the values of the sums and gauges matching, or None if none
+/// does (e.g. a syscall's count over every errno).
+pub fn sum(points: &BTreeMap<Key, Point>, name: &str, attributes: &[(&str, &str)]) -> Option<f64> {
+    matching(points, name, attributes)
+        .map(|(_, p)| p.value())
+        .reduce(|a, b| a + b)
 }
 
 /// A data point's times, in nanoseconds since the Unix epoch.
