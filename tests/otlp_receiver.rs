@@ -19,7 +19,7 @@ use std::io::Write;
 use std::time::Duration;
 use tests::otlp::{
     AggregationTemporality, Answer, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-    OtlpReceiver, Point, Protocol, Received, get, points, sum,
+    OtlpReceiver, Point, Protocol, Received, get, points, retry_delay, sum,
 };
 use tonic::codec::CompressionEncoding;
 
@@ -367,7 +367,8 @@ fn export(
 #[test]
 fn grpc_receiver_records_gzip_requests_and_answers_its_script() {
     let receiver = OtlpReceiver::start(Protocol::Grpc);
-    receiver.script(vec![Answer::grpc(14, "down")]);
+    let slow_down = Answer::GrpcRetryInfo(8, "slow down".into(), Duration::from_millis(2_500));
+    receiver.script(vec![Answer::grpc(14, "down"), slow_down.clone()]);
     let rt = runtime();
     let mut client = grpc_client(&rt, &receiver);
     let metadata = [("authorization", "Bearer s3cret"), ("x-tenant", "team-a")];
@@ -376,11 +377,19 @@ fn grpc_receiver_records_gzip_requests_and_answers_its_script() {
         (down.code(), down.message()),
         (tonic::Code::Unavailable, "down")
     );
+    assert_eq!(retry_delay(down.details()), None);
+    let slow = export(&rt, &mut client, request(), &metadata).unwrap_err();
+    assert_eq!(slow.code(), tonic::Code::ResourceExhausted);
+    assert_eq!(
+        retry_delay(slow.details()),
+        Some(Duration::from_millis(2_500))
+    );
     let up = export(&rt, &mut client, request(), &metadata).unwrap();
     assert_eq!(up, ExportMetricsServiceResponse::default());
-    let received = receiver.wait_until("two requests", WAIT, |r| r.len() == 2);
+    let received = receiver.wait_until("three requests", WAIT, |r| r.len() == 3);
     assert_eq!(received[0].answer, Answer::grpc(14, "down"));
-    assert_eq!(received[1].answer, Answer::grpc(0, ""));
+    assert_eq!(received[1].answer, slow_down);
+    assert_eq!(received[2].answer, Answer::grpc(0, ""));
     for r in &received {
         assert_eq!(r.request.as_ref(), Some(&request()));
         assert_eq!(r.points(), expected_points());
@@ -397,8 +406,8 @@ fn grpc_receiver_records_gzip_requests_and_answers_its_script() {
             assert_eq!(r.header(k), Some(v), "{k}");
         }
     }
-    check_recorded(&received[1]);
-    assert!(!received[0].delivered());
+    check_recorded(&received[2]);
+    assert!(!received[0].delivered() && !received[1].delivered());
 }
 
 /// A message whose field 1 is a varint where ExportMetricsServiceRequest has

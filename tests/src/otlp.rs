@@ -9,6 +9,7 @@
 mod grpc_server;
 mod http_server;
 mod points;
+mod rpc_status;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ pub use opentelemetry_proto::tonic::metrics::v1::AggregationTemporality;
 pub use points::{
     Key, Point, Stamps, get, matching, points, resource_attributes, stamped_points, sum,
 };
+pub use rpc_status::retry_delay;
 
 /// How the receiver is spoken to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +41,9 @@ pub enum Answer {
     Http(u16, Vec<(String, String)>),
     /// A gRPC status code and message, e.g. `Grpc(14, "down")` (UNAVAILABLE).
     Grpc(i32, String),
+    /// A gRPC status with a google.rpc.RetryInfo detail asking to wait that
+    /// long, OTLP's throttling signal, e.g. `GrpcRetryInfo(8, "slow down", 2s)`.
+    GrpcRetryInfo(i32, String, Duration),
 }
 
 impl Answer {
@@ -68,14 +73,14 @@ impl Answer {
     pub fn is_success(&self) -> bool {
         match self {
             Answer::Http(status, _) => (200..300).contains(status),
-            Answer::Grpc(code, _) => *code == 0,
+            Answer::Grpc(code, _) | Answer::GrpcRetryInfo(code, ..) => *code == 0,
         }
     }
 
     fn protocol(&self) -> Protocol {
         match self {
             Answer::Http(..) => Protocol::Http,
-            Answer::Grpc(..) => Protocol::Grpc,
+            Answer::Grpc(..) | Answer::GrpcRetryInfo(..) => Protocol::Grpc,
         }
     }
 }

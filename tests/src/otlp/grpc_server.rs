@@ -111,13 +111,16 @@ impl Service<tonic::Request<Bytes>> for Export {
             let why = format!("protobuf: {e}");
             (Answer::Grpc(Code::InvalidArgument.into(), why.clone()), why)
         });
-        let Answer::Grpc(code, message) = self.shared.answer(incoming, decoded) else {
-            unreachable!("script() admits only gRPC answers here");
+        let answer = match self.shared.answer(incoming, decoded) {
+            Answer::Grpc(0, _) => Ok(tonic::Response::new(ExportMetricsServiceResponse::default())),
+            Answer::Grpc(code, message) => Err(Status::new(code.into(), message)),
+            Answer::GrpcRetryInfo(code, message, delay) => {
+                let details = super::rpc_status::with_retry_delay(code, &message, delay);
+                Err(Status::with_details(code.into(), message, details.into()))
+            }
+            Answer::Http(..) => unreachable!("script() admits only gRPC answers here"),
         };
-        std::future::ready(match Code::from(code) {
-            Code::Ok => Ok(tonic::Response::new(ExportMetricsServiceResponse::default())),
-            code => Err(Status::new(code, message)),
-        })
+        std::future::ready(answer)
     }
 }
 

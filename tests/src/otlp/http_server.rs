@@ -2,6 +2,7 @@
 //! answered with an ExportMetricsServiceResponse (success) or a
 //! google.rpc.Status (4xx, 5xx) as the OTLP specification asks.
 
+use super::rpc_status::RpcStatus;
 use super::{Answer, ExportMetricsServiceRequest, ExportMetricsServiceResponse, Incoming, Shared};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -17,15 +18,6 @@ pub(super) const PATH: &str = "/v1/metrics";
 const PROTOBUF: &str = "application/x-protobuf";
 /// Far above any export of the agent's: only a runaway body is refused (413).
 const MAX_BODY: usize = 64 << 20;
-
-/// google.rpc.Status, the body of an OTLP/HTTP error (not in opentelemetry-proto).
-#[derive(Clone, PartialEq, prost::Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-}
 
 /// Panics (in the test, at `script` time) on an answer hyper could not send.
 pub(super) fn check(status: u16, headers: &[(String, String)]) {
@@ -82,7 +74,13 @@ async fn handle(req: Request<hyper::body::Incoming>, shared: &Shared) -> Respons
     } else {
         let message = why.unwrap_or_else(|| format!("scripted {status}"));
         // UNKNOWN: the HTTP status is what OTLP/HTTP clients act on.
-        RpcStatus { code: 2, message }.encode_to_vec()
+        let details = Vec::new();
+        RpcStatus {
+            code: 2,
+            message,
+            details,
+        }
+        .encode_to_vec()
     };
     let mut response = Response::builder()
         .status(status)
