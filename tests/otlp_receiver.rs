@@ -461,6 +461,62 @@ fn grpc_receiver_refuses_what_it_cannot_decode_and_records_it() {
     assert_eq!(received[2].answer, Answer::grpc(14, "down"));
 }
 
+/// A gRPC call made by hand over HTTP/2 (hyper): one message frame flagged
+/// compressed with `encoding`, so that it can be broken in ways tonic's client
+/// never would. Returns the grpc-status answered.
+fn raw_grpc_call(
+    rt: &tokio::runtime::Runtime,
+    receiver: &OtlpReceiver,
+    encoding: &str,
+    frame: &[u8],
+) -> i32 {
+    rt.block_on(async {
+        let stream = tokio::net::TcpStream::connect(receiver.addr).await.unwrap();
+        let executor = hyper_util::rt::TokioExecutor::new();
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(executor, TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let mut body = vec![1];
+        body.extend((frame.len() as u32).to_be_bytes());
+        body.extend(frame);
+        let req = hyper::Request::post(format!("http://{}{EXPORT}", receiver.addr))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .header("grpc-encoding", encoding)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let response = sender.send_request(req).await.unwrap();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.unwrap();
+        let trailers = body.trailers().cloned().unwrap_or_default();
+        let status = headers.get("grpc-status").or(trailers.get("grpc-status"));
+        status.unwrap().to_str().unwrap().parse().unwrap()
+    })
+}
+
+#[test]
+fn grpc_receiver_records_what_tonic_refuses_before_the_method() {
+    let receiver = OtlpReceiver::start(Protocol::Grpc);
+    let rt = runtime();
+    let not_gzip = raw_grpc_call(&rt, &receiver, "gzip", b"not gzip");
+    let zstd = raw_grpc_call(&rt, &receiver, "zstd", b"whatever");
+    assert_eq!(zstd, 12, "UNIMPLEMENTED");
+    let received = receiver.received();
+    assert_eq!(received.len(), 2, "{received:?}");
+    for (r, code) in received.iter().zip([not_gzip, zstd]) {
+        assert!(
+            matches!(&r.answer, Answer::Grpc(c, _) if *c == code),
+            "{r:?}"
+        );
+        assert!(r.request.is_none() && r.rejected.is_some(), "{r:?}");
+    }
+    assert_eq!(not_gzip, 3, "INVALID_ARGUMENT: {:?}", received[0]);
+    let why = received[0].rejected.as_deref().unwrap();
+    assert!(why.contains("Error decompressing"), "{why}");
+}
+
 #[test]
 fn points_are_found_like_exposition_samples() {
     let all = points(&request());

@@ -69,18 +69,28 @@ impl Service<http::Request<Body>> for Metrics {
                 shared: shared.clone(),
                 incoming: Some(incoming),
             };
-            let response = tonic::server::Grpc::new(RawMessages)
+            let mut response = tonic::server::Grpc::new(RawMessages)
                 .accept_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(MAX_MESSAGE)
                 .unary(&mut export, req)
                 .await;
             if let Some(incoming) = export.incoming.take() {
-                // tonic refused it before the method (framing, decompression).
-                let header = |name| response.headers().get(name).and_then(|v| v.to_str().ok());
-                let code = header("grpc-status").and_then(|c| c.parse().ok());
-                let code = code.unwrap_or(Code::Unknown.into());
-                let why = header("grpc-message").unwrap_or("").to_string();
-                shared.answer(incoming, Err((Answer::Grpc(code, why.clone()), why)));
+                // tonic refused the body before the method (framing, decompression):
+                // its INTERNAL there means a malformed body, INVALID_ARGUMENT to OTLP.
+                let headers = response.headers_mut();
+                let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+                let code = header("grpc-status").and_then(|c| c.parse::<i32>().ok());
+                let code = match code.map(Code::from) {
+                    Some(Code::Internal) => Code::InvalidArgument,
+                    Some(code) => code,
+                    None => Code::Unknown,
+                };
+                let message = header("grpc-message").unwrap_or("");
+                let why = percent_encoding::percent_decode_str(message)
+                    .decode_utf8_lossy()
+                    .into_owned();
+                headers.insert("grpc-status", i32::from(code).into());
+                shared.answer(incoming, Err((Answer::Grpc(code.into(), why.clone()), why)));
             }
             Ok(response)
         })
