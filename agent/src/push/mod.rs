@@ -385,17 +385,15 @@ enum Verdict {
 fn judge(format: Format, a: &Answer) -> Verdict {
     let http = |retryable: bool| {
         let reason = format!("http_{}", a.status);
+        let message = format!("the receiver answered {} ({})", a.status, a.text());
         if retryable {
             Verdict::Retry {
                 reason,
                 after: a.retry_after(),
-                message: a.text(),
+                message,
             }
         } else {
-            Verdict::Drop {
-                reason,
-                message: a.text(),
-            }
+            Verdict::Drop { reason, message }
         }
     };
     let ok = (200..300).contains(&a.status);
@@ -416,7 +414,7 @@ fn judge(format: Format, a: &Answer) -> Verdict {
                 return Verdict::Retry {
                     reason: "grpc_no_status".to_string(),
                     after: None,
-                    message: "an answer without grpc-status".to_string(),
+                    message: "the receiver answered without a grpc-status".to_string(),
                 };
             };
             if code == 0 {
@@ -424,12 +422,19 @@ fn judge(format: Format, a: &Answer) -> Verdict {
                     rejected: otlp::rejected(otlp::Protocol::Grpc, &a.body),
                 };
             }
-            let reason = format!("grpc_{}", otlp::grpc_code_name(code));
-            let message = a.header("grpc-message").unwrap_or_default().to_string();
-            if otlp::grpc_retryable(code, a.header("grpc-status-details-bin").is_some()) {
+            let name = otlp::grpc_code_name(code);
+            let reason = format!("grpc_{name}");
+            let message = format!(
+                "the receiver answered gRPC status {name} ({})",
+                a.header("grpc-message").unwrap_or_default()
+            );
+            let delay = a
+                .header("grpc-status-details-bin")
+                .and_then(otlp::grpc_retry_delay);
+            if otlp::grpc_retryable(code, delay.is_some()) {
                 Verdict::Retry {
                     reason,
-                    after: None,
+                    after: delay,
                     message,
                 }
             } else {
@@ -533,7 +538,7 @@ async fn send_loop(e: Arc<Exporter>, backlog_gap: Duration, mut stop: watch::Rec
                 e.metrics.failed(&reason);
                 e.metrics.retried.inc();
                 e.metrics
-                    .warn_once(&reason, || format!("{message} ({reason}); retrying"));
+                    .warn_once(&reason, || format!("{message}; retrying"));
                 attempt += 1;
                 Some(retry_wait(attempt, after))
             }
@@ -544,7 +549,7 @@ async fn send_loop(e: Arc<Exporter>, backlog_gap: Duration, mut stop: watch::Rec
                 e.metrics.dropped("rejected", record.samples);
                 e.metrics.warn_once(&reason, || {
                     format!(
-                        "the receiver rejected a push ({reason}: {message}); its {} samples are dropped",
+                        "{message}: the receiver will not take this push, its {} samples are dropped",
                         record.samples
                     )
                 });

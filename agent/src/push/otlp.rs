@@ -553,10 +553,62 @@ pub fn rejected(protocol: Protocol, body: &[u8]) -> Option<(u64, String)> {
 }
 
 /// The gRPC status codes OTLP says to retry (the spec's "retryable" table;
-/// RESOURCE_EXHAUSTED only when the server says when, in RetryInfo, which is
-/// approximated here by the presence of status details).
-pub fn grpc_retryable(code: u32, has_details: bool) -> bool {
-    matches!(code, 1 | 4 | 10 | 11 | 14 | 15) || (code == 8 && has_details)
+/// RESOURCE_EXHAUSTED only when the server says when to, with RetryInfo).
+pub fn grpc_retryable(code: u32, retry_info: bool) -> bool {
+    matches!(code, 1 | 4 | 10 | 11 | 14 | 15) || (code == 8 && retry_info)
+}
+
+// google.rpc.Status and RetryInfo, the fields read (opentelemetry-proto has
+// no google.rpc types): the delay a throttling server asks for.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<prost_types_any::Any>,
+}
+
+mod prost_types_any {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Any {
+        #[prost(string, tag = "1")]
+        pub type_url: String,
+        #[prost(bytes = "vec", tag = "2")]
+        pub value: Vec<u8>,
+    }
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct RetryInfo {
+    #[prost(message, optional, tag = "1")]
+    retry_delay: Option<ProtoDuration>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ProtoDuration {
+    #[prost(int64, tag = "1")]
+    seconds: i64,
+    #[prost(int32, tag = "2")]
+    nanos: i32,
+}
+
+/// The RetryInfo delay in a `grpc-status-details-bin` trailer (base64 of a
+/// google.rpc.Status), in whole seconds rounded up.
+pub fn grpc_retry_delay(details_bin: &str) -> Option<u64> {
+    use base64::Engine;
+    let engine = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    let bytes = engine.decode(details_bin.trim()).ok()?;
+    let status: RpcStatus = prost::Message::decode(bytes.as_slice()).ok()?;
+    let any = status
+        .details
+        .iter()
+        .find(|d| d.type_url.ends_with("/google.rpc.RetryInfo"))?;
+    let info: RetryInfo = prost::Message::decode(any.value.as_slice()).ok()?;
+    let d = info.retry_delay.unwrap_or_default();
+    let nanos = d.seconds.max(0) as u64 * 1_000_000_000 + d.nanos.max(0) as u64;
+    Some(nanos.div_ceil(1_000_000_000))
 }
 
 /// gRPC status names, for the failure reason label.
@@ -742,6 +794,23 @@ mod tests {
         assert_eq!(a.url("http://c:4317/"), "http://c:4317");
         assert!(grpc_retryable(14, false) && !grpc_retryable(3, false));
         assert!(!grpc_retryable(8, false) && grpc_retryable(8, true));
+        // A Status whose details hold a RetryInfo of 2.5 s, unpadded base64.
+        let info = prost::Message::encode_to_vec(&RetryInfo {
+            retry_delay: Some(ProtoDuration {
+                seconds: 2,
+                nanos: 500_000_000,
+            }),
+        });
+        let status = prost::Message::encode_to_vec(&RpcStatus {
+            details: vec![prost_types_any::Any {
+                type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
+                value: info,
+            }],
+        });
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD_NO_PAD.encode(status);
+        assert_eq!(grpc_retry_delay(&b64), Some(3));
+        assert_eq!(grpc_retry_delay("!!"), None);
         assert_eq!(grpc_code_name(16), "unauthenticated");
         assert_eq!(grpc_code_name(99), "unknown");
     }
