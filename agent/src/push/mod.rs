@@ -305,7 +305,7 @@ async fn collect_loop(push: Push, registries: Arc<Vec<Registry>>, mut stop: watc
             let (rw, otlp) = &mut *enc;
             let wants = |f: fn(&Format) -> bool| ex.iter().any(|e| f(&e.format));
             let rw_record = wants(|f| *f == Format::RemoteWrite).then(|| {
-                let e = rw.encode(&families, &labels, time_ms);
+                let e = rw.encode(&text, &families, &labels, time_ms);
                 Record {
                     time_ms,
                     samples: e.samples,

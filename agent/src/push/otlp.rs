@@ -244,12 +244,12 @@ impl Encoder {
             }
             let name = match f.kind {
                 Kind::Info => format!("{}_info", f.name),
-                _ => f.name.clone(),
+                _ => f.name.to_string(),
             };
             metrics.push(Metric {
                 name,
-                description: f.help.clone(),
-                unit: ucum(&f.unit),
+                description: f.help.to_string(),
+                unit: ucum(f.unit),
                 data: Some(data),
                 ..Default::default()
             });
@@ -305,7 +305,7 @@ impl Encoder {
         {
             let (mut value, mut point_start) = (s.value, start);
             if counter && self.temporality == Temporality::Delta {
-                let key = key(&f.name, &s.labels);
+                let key = key(f.name, &s.labels);
                 seen.insert(key);
                 let prev = self.previous.insert(key, Previous::Number(s.value));
                 match prev {
@@ -344,7 +344,7 @@ impl Encoder {
             let mut counts = h.counts();
             let (mut sum, mut count, mut point_start) = (h.sum, h.count(), start);
             if self.temporality == Temporality::Delta {
-                let key = key(&f.name, &h.labels);
+                let key = key(f.name, &h.labels);
                 seen.insert(key);
                 let now = Previous::Histogram {
                     counts: counts.clone(),
@@ -398,8 +398,8 @@ fn data_points_empty(d: &Data) -> bool {
 
 /// One histogram series read back from its `_bucket`, `_sum` and `_count` samples.
 #[derive(Debug, PartialEq)]
-struct HistogramSeries {
-    labels: Labels,
+struct HistogramSeries<'a> {
+    labels: Labels<'a>,
     /// Finite upper bounds, ascending.
     bounds: Vec<f64>,
     /// Cumulative counts per finite bound.
@@ -409,7 +409,7 @@ struct HistogramSeries {
     sum: f64,
 }
 
-impl HistogramSeries {
+impl HistogramSeries<'_> {
     fn count(&self) -> u64 {
         self.total
             .or(self.inf)
@@ -429,12 +429,12 @@ impl HistogramSeries {
     }
 }
 
-fn group_histograms(f: &Family) -> Vec<HistogramSeries> {
+fn group_histograms<'a>(f: &Family<'a>) -> Vec<HistogramSeries<'a>> {
     let mut out: Vec<HistogramSeries> = Vec::new();
     for s in &f.samples {
         let suffix = &s.name[f.name.len()..];
-        let le = s.labels.iter().position(|(k, _)| k == "le");
-        let labels: Labels = match le {
+        let le = s.labels.iter().position(|(k, _)| *k == "le");
+        let labels: Labels<'a> = match le {
             Some(i) => s
                 .labels
                 .iter()
@@ -549,7 +549,7 @@ pub fn rejected(protocol: Protocol, body: &[u8]) -> Option<(u64, String)> {
     let response: ExportMetricsServiceResponse = prost::Message::decode(message).ok()?;
     let partial = response.partial_success?;
     (partial.rejected_data_points > 0)
-        .then(|| (partial.rejected_data_points as u64, partial.error_message))
+        .then_some((partial.rejected_data_points as u64, partial.error_message))
 }
 
 /// The gRPC status codes OTLP says to retry (the spec's "retryable" table;

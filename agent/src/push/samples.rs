@@ -5,8 +5,11 @@
 //! (`_bucket{le}`, `_sum`, `_count`, `_total`, `_info`), OTLP regroups a
 //! histogram's samples into one data point per series.
 
-/// One series' labels without `__name__`, sorted by name, no empty values.
-pub type Labels = Vec<(String, String)>;
+use std::borrow::Cow;
+
+/// One series' labels without `__name__`, sorted by name, no empty values;
+/// borrowed from the text unless a value had escapes.
+pub type Labels<'a> = Vec<(&'a str, Cow<'a, str>)>;
 
 /// A family's type, from its `# TYPE` line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,26 +23,27 @@ pub enum Kind {
 
 /// A sample: its series' name (`foo_total`, `foo_bucket`...), labels and value.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
-    pub name: String,
-    pub labels: Labels,
+pub struct Sample<'a> {
+    pub name: &'a str,
+    pub labels: Labels<'a>,
     pub value: f64,
 }
 
-/// A family and its samples in exposition order.
+/// A family and its samples in exposition order, borrowed from the text (a
+/// push reads tens of thousands of samples a second: no copies).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Family {
-    pub name: String,
+pub struct Family<'a> {
+    pub name: &'a str,
     pub kind: Kind,
-    pub unit: String,
-    pub help: String,
-    pub samples: Vec<Sample>,
+    pub unit: &'a str,
+    pub help: Cow<'a, str>,
+    pub samples: Vec<Sample<'a>>,
 }
 
 /// Reads every family of an OpenMetrics (or 0.0.4) text. A line that cannot
 /// be read is an error naming it: the agent made the text, so that is a bug
 /// to surface, not data to skip silently.
-pub fn parse(text: &str) -> Result<Vec<Family>, String> {
+pub fn parse(text: &str) -> Result<Vec<Family<'_>>, String> {
     let mut out: Vec<Family> = Vec::new();
     for line in text.lines() {
         if line.is_empty() {
@@ -58,7 +62,7 @@ pub fn parse(text: &str) -> Result<Vec<Family>, String> {
             };
             match word {
                 Some("TYPE") => family.kind = kind(rest),
-                Some("UNIT") => family.unit = rest.to_string(),
+                Some("UNIT") => family.unit = rest,
                 Some("HELP") => family.help = unescape_help(rest),
                 _ => {}
             }
@@ -69,9 +73,9 @@ pub fn parse(text: &str) -> Result<Vec<Family>, String> {
         }
         let sample = parse_line(line).map_err(|e| format!("{e} in line {line:?}"))?;
         match out.last_mut() {
-            Some(f) if belongs(f, &sample.name) => f.samples.push(sample),
+            Some(f) if belongs(f, sample.name) => f.samples.push(sample),
             _ => {
-                let mut f = family(&sample.name, Kind::Unknown);
+                let mut f = family(sample.name, Kind::Unknown);
                 f.samples.push(sample);
                 out.push(f);
             }
@@ -80,12 +84,12 @@ pub fn parse(text: &str) -> Result<Vec<Family>, String> {
     Ok(out)
 }
 
-fn family(name: &str, kind: Kind) -> Family {
+fn family(name: &str, kind: Kind) -> Family<'_> {
     Family {
-        name: name.to_string(),
+        name,
         kind,
-        unit: String::new(),
-        help: String::new(),
+        unit: "",
+        help: Cow::Borrowed(""),
         samples: Vec::new(),
     }
 }
@@ -102,7 +106,7 @@ fn kind(s: &str) -> Kind {
 
 /// Whether a sample named `series` is one of `f`'s (its name plus a suffix its type allows).
 fn belongs(f: &Family, series: &str) -> bool {
-    let Some(suffix) = series.strip_prefix(f.name.as_str()) else {
+    let Some(suffix) = series.strip_prefix(f.name) else {
         return false;
     };
     match f.kind {
@@ -113,9 +117,9 @@ fn belongs(f: &Family, series: &str) -> bool {
     }
 }
 
-fn unescape_help(s: &str) -> String {
+fn unescape_help(s: &str) -> Cow<'_, str> {
     if !s.contains('\\') {
-        return s.to_string();
+        return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars();
@@ -129,10 +133,10 @@ fn unescape_help(s: &str) -> String {
             (c, false) => out.push(c),
         }
     }
-    out
+    Cow::Owned(out)
 }
 
-fn parse_line(line: &str) -> Result<Sample, String> {
+fn parse_line(line: &str) -> Result<Sample<'_>, String> {
     let name_end = line
         .find(['{', ' '])
         .ok_or_else(|| "no value".to_string())?;
@@ -148,29 +152,29 @@ fn parse_line(line: &str) -> Result<Sample, String> {
         .ok_or_else(|| "no value".to_string())?;
     let value = parse_value(value)?;
     // The remote-write spec: a label with an empty value is the same as none.
-    labels.retain(|(_, v): &(String, String)| !v.is_empty());
-    labels.sort_unstable();
+    labels.retain(|(_, v)| !v.is_empty());
+    labels.sort_unstable_by(|a, b| a.0.cmp(b.0));
     Ok(Sample {
-        name: name.to_string(),
+        name,
         labels,
         value,
     })
 }
 
 /// `a="x",b="y\"z"}` → the labels into `out`, and what follows the `}`.
-fn parse_labels<'a>(mut s: &'a str, out: &mut Labels) -> Result<&'a str, String> {
+fn parse_labels<'a>(mut s: &'a str, out: &mut Labels<'a>) -> Result<&'a str, String> {
     loop {
         s = s.trim_start_matches(',');
         if let Some(after) = s.strip_prefix('}') {
             return Ok(after);
         }
         let eq = s.find("=\"").ok_or("a label without =\"")?;
-        let name = s[..eq].to_string();
+        let name = &s[..eq];
         let body = &s[eq + 2..];
-        // Most values have no escapes: one slice copy.
+        // Most values have no escapes: borrowed as they are.
         let (value, end) = match body.find(['"', '\\']) {
-            Some(i) if body.as_bytes()[i] == b'"' => (body[..i].to_string(), eq + 2 + i + 1),
-            _ => unescape_value(body).map(|(v, n)| (v, eq + 2 + n))?,
+            Some(i) if body.as_bytes()[i] == b'"' => (Cow::Borrowed(&body[..i]), eq + 2 + i + 1),
+            _ => unescape_value(body).map(|(v, n)| (Cow::Owned(v), eq + 2 + n))?,
         };
         out.push((name, value));
         s = &s[end..];
@@ -209,11 +213,8 @@ fn parse_value(s: &str) -> Result<f64, String> {
 mod tests {
     use super::*;
 
-    pub fn l(pairs: &[(&str, &str)]) -> Labels {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+    pub fn l<'a>(pairs: &[(&'a str, &'a str)]) -> Labels<'a> {
+        pairs.iter().map(|(k, v)| (*k, Cow::Borrowed(*v))).collect()
     }
 
     #[test]
@@ -230,7 +231,7 @@ mod tests {
         let f = parse(text).unwrap();
         assert_eq!(f.len(), 4);
         assert_eq!(
-            (f[0].name.as_str(), f[0].kind, f[0].unit.as_str()),
+            (f[0].name, f[0].kind, f[0].unit),
             ("a_seconds", Kind::Histogram, "seconds")
         );
         assert_eq!(f[0].help, "Latency\nof x.");
@@ -244,7 +245,7 @@ mod tests {
         assert_eq!(f[0].samples[2].value, 1.25);
         // Empty values go, escapes are read.
         assert_eq!(
-            (f[1].kind, f[1].samples[0].name.as_str()),
+            (f[1].kind, f[1].samples[0].name),
             (Kind::Counter, "a_total")
         );
         assert_eq!(
@@ -253,7 +254,7 @@ mod tests {
         );
         assert!(f[2].samples[0].value.is_nan());
         assert_eq!(
-            (f[3].kind, f[3].samples[0].name.as_str()),
+            (f[3].kind, f[3].samples[0].name),
             (Kind::Info, "build_info")
         );
     }
@@ -262,7 +263,7 @@ mod tests {
     fn a_sample_without_metadata_is_its_own_untyped_family() {
         let f = parse("# TYPE a counter\na_total 1\nb 2\n").unwrap();
         assert_eq!(f.len(), 2);
-        assert_eq!((f[1].name.as_str(), f[1].kind), ("b", Kind::Unknown));
+        assert_eq!((f[1].name, f[1].kind), ("b", Kind::Unknown));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 mod block;
 mod four_way;
 mod process;
+mod push;
 mod sched;
 mod scrape;
 mod soak;
@@ -68,6 +69,8 @@ pub enum Benchmark {
     Process,
     /// Cost per block I/O of the block probe, against an empty probe and bpftrace.
     Block,
+    /// CPU of pushing every second (remote write, OTLP), against a Prometheus agent scraping and forwarding.
+    Push,
 }
 
 pub fn bench(args: BenchArgs) -> Result<()> {
@@ -79,6 +82,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         Benchmark::Soak => soak::run(&args),
         Benchmark::Process => process::run(&args),
         Benchmark::Block => block::run(&args),
+        Benchmark::Push => push::run(&args),
     }
 }
 
