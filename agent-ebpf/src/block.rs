@@ -7,8 +7,8 @@
 //!
 //! Each hook has two programs: tp_btf (`*_btf`), which reads the request by
 //! direct loads, and a raw tracepoint fallback for kernels that refuse
-//! tp_btf, which reads it with helper calls. A request costs three in-flight
-//! map operations (insert, lookup, delete) and one histogram lookup.
+//! tp_btf, which reads it with helper calls. A request costs two lookups of
+//! its in-flight entry and one of its histogram.
 
 use crate::sched::BUCKET_NS;
 use crate::{counters, filter};
@@ -21,10 +21,10 @@ use agent_common::counters::{
 };
 use aya_ebpf::{
     Global,
-    bindings::{BPF_ANY, BPF_NOEXIST},
+    bindings::BPF_NOEXIST,
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel, generated::bpf_ktime_get_ns},
     macros::{btf_tracepoint, map, raw_tracepoint},
-    maps::{Array, HashMap, PerCpuHashMap},
+    maps::{Array, LruHashMap, PerCpuHashMap},
     programs::{BtfTracePointContext, RawTracePointContext},
 };
 use core::ptr::read_volatile;
@@ -42,11 +42,15 @@ static BLOCK_OFFSETS: Global<BlockOffsets> = Global::new(BlockOffsets {
     rq_data_len: 0,
 });
 
-/// Requests in flight by `struct request *` (sized by the agent:
+/// Requests by `struct request *` (sized by the agent:
 /// agent_common::block::INFLIGHT_ENTRIES; 1 here so an unused probe costs
-/// nothing).
+/// nothing). blk-mq preallocates its requests per tag set and reuses them,
+/// so an entry outlives its I/O and is rewritten in place by the next one:
+/// a request costs map lookups only, no insert or delete (locked, and the
+/// dearest part of the probe). LRU, so the pointers of a device that went
+/// away age out instead of filling the map.
 #[map]
-static BLOCK_INFLIGHT: HashMap<u64, Inflight> = HashMap::with_max_entries(1, 0);
+static BLOCK_INFLIGHT: LruHashMap<u64, Inflight> = LruHashMap::with_max_entries(1, 0);
 
 /// Per CPU and (device, operation); sized by the agent (HIST_ENTRIES).
 #[map]
@@ -73,62 +77,81 @@ fn insert(rq: u64) {
     if !current_wanted() {
         return;
     }
-    let entry = Inflight {
-        insert_ns: now(),
-        issue_ns: 0,
-    };
-    // BPF_ANY: a request pointer is reused, and a stale entry (its last
-    // completion unseen) is replaced rather than left to fill the map.
-    if BLOCK_INFLIGHT.insert(rq, entry, BPF_ANY as u64).is_err() {
-        counters::add(BLOCK_INFLIGHT_FULL, 1);
+    let t = now();
+    match BLOCK_INFLIGHT.get_ptr_mut(rq) {
+        Some(e) => unsafe {
+            (*e).insert_ns = t;
+            (*e).issue_ns = 0;
+        },
+        None => first_seen(
+            rq,
+            Inflight {
+                insert_ns: t,
+                issue_ns: 0,
+            },
+        ),
     }
 }
 
-/// The request goes to the driver: device time starts. Most requests are
-/// issued directly (no insert), so try to create the entry first: one map
-/// operation for them, a lookup more for inserted ones. A request issued
-/// directly is claimed here when issued from a wanted process.
+/// The request goes to the driver: device time starts. An inserted (or
+/// requeued) request is in flight already; one issued directly is claimed
+/// here when issued from a wanted process.
 #[inline(always)]
 fn issue(rq: u64) {
     let t = now();
-    if current_wanted() {
-        let entry = Inflight {
-            insert_ns: 0,
-            issue_ns: t,
-        };
-        match BLOCK_INFLIGHT.insert(rq, entry, BPF_NOEXIST as u64) {
-            Ok(()) => return,
-            Err(EEXIST) => {}
-            Err(_) => {
-                counters::add(BLOCK_INFLIGHT_FULL, 1);
-                return;
+    match BLOCK_INFLIGHT.get_ptr_mut(rq) {
+        Some(e) => unsafe {
+            if (*e).in_flight() || current_wanted() {
+                (*e).issue_ns = t;
             }
-        }
+        },
+        None if current_wanted() => first_seen(
+            rq,
+            Inflight {
+                insert_ns: 0,
+                issue_ns: t,
+            },
+        ),
+        None => {}
     }
-    if let Some(e) = BLOCK_INFLIGHT.get_ptr_mut(rq) {
-        unsafe { (*e).issue_ns = t };
+}
+
+/// The first I/O of a request pointer: its entry is created (once).
+#[inline(always)]
+fn first_seen(rq: u64, entry: Inflight) {
+    // BPF_NOEXIST: another CPU cannot be timing this request meanwhile, but
+    // an entry it just made must not be overwritten with a stale one.
+    if BLOCK_INFLIGHT
+        .insert(rq, entry, BPF_NOEXIST as u64)
+        .is_err_and(|e| e != EEXIST)
+    {
+        counters::add(BLOCK_INFLIGHT_FULL, 1);
     }
 }
 
 /// `rq` was merged into another request and is freed without completing.
 #[inline(always)]
 fn merge(rq: u64) {
-    let _ = BLOCK_INFLIGHT.remove(rq);
+    if let Some(e) = BLOCK_INFLIGHT.get_ptr_mut(rq) {
+        unsafe { *e = Inflight::IDLE };
+    }
 }
 
 /// block_rq_complete(rq, error, nr_bytes): fires per partial completion;
 /// only the last one (nr_bytes covers what is left) ends the request.
 #[inline(always)]
 fn complete<R: Reader>(rq: u64, nr_bytes: u32) {
-    let Some(e) = BLOCK_INFLIGHT.get_ptr(rq) else {
+    let entry = BLOCK_INFLIGHT.get_ptr_mut(rq);
+    let Some(e) = entry.filter(|&e| unsafe { (*e).in_flight() }) else {
         // In --pid mode most requests are other processes': not a loss.
         if filter::all() {
             counters::add(BLOCK_COMPLETE_WITHOUT_ISSUE, 1);
         }
         return;
     };
+    let e = unsafe { &mut *e };
     let Some(req) = read_request::<R>(rq as *const u8) else {
-        let _ = BLOCK_INFLIGHT.remove(rq);
+        *e = Inflight::IDLE;
         counters::add(BLOCK_READ_FAILED, 1);
         return;
     };
@@ -138,8 +161,8 @@ fn complete<R: Reader>(rq: u64, nr_bytes: u32) {
     let Inflight {
         insert_ns,
         issue_ns,
-    } = unsafe { *e };
-    let _ = BLOCK_INFLIGHT.remove(rq);
+    } = *e;
+    *e = Inflight::IDLE;
     if issue_ns == 0 {
         counters::add(BLOCK_COMPLETE_WITHOUT_ISSUE, 1);
         return;
