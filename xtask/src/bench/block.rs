@@ -234,6 +234,12 @@ fn print_report(args: &BenchArgs, cpu: usize, reads: u64, results: &[Vec<Measure
         "  {:<30} {ratio:>5.2}  (target <= {TARGET_VS_PEER:.2})  {verdict}",
         "agent run time / bpftrace's"
     );
+    let floor = prog(Config::Floor);
+    println!(
+        "  {:<30} {:>5.2}  (information: both less the floor, the dispatch and statistics clock reads every program pays)",
+        "agent above floor / bpftrace's",
+        (prog(Config::Agent) - floor) / (peer - floor)
+    );
     let (peer, agent) = (added(Config::Bpftrace), added(Config::Agent));
     if peer > 0.0 && agent > 0.0 {
         println!(
