@@ -1,8 +1,9 @@
 //! The kernel's own count of what a tool's BPF programs cost: with
 //! `kernel.bpf_stats_enabled` on, each program fd's `/proc/PID/fdinfo` has
 //! `run_time_ns` and `run_cnt`. One program can show up under several fds
-//! (a duplicated fd; on some kernels its link too), so the readings are
-//! keyed by `prog_id` and each program counts once.
+//! (a duplicated fd; its link's fd names the same `prog_id`, without run
+//! time on 6.18), so the readings are keyed by `prog_id` and each program
+//! counts once.
 
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
