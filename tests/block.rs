@@ -39,9 +39,26 @@ fn losses(e: &Exposition) -> Vec<f64> {
         .collect()
 }
 
+/// How requests reach the device: issued directly (the loop device's
+/// default, no scheduler), or each inserted into an I/O scheduler first.
+#[derive(Clone, Copy, PartialEq)]
+enum Path {
+    Direct,
+    Scheduled,
+}
+
+fn loop_device(path: Path) -> LoopDevice {
+    let disk = LoopDevice::new(16);
+    if path == Path::Scheduled {
+        disk.set_scheduler("mq-deadline");
+    }
+    disk
+}
+
 /// Checks the loop device's rows: READS 4 KiB reads, WRITES 64 KiB writes,
-/// nothing else; queue counts never above device counts.
-fn assert_exact(e: &Exposition, dev: &str) {
+/// nothing else; queue counts never above device counts, and exactly them
+/// when every request went through the scheduler.
+fn assert_exact(e: &Exposition, dev: &str, path: Path) {
     assert_eq!(
         e.value("ebpf_agent_probe_attached", &[("probe", "block")]),
         1.0
@@ -61,10 +78,13 @@ fn assert_exact(e: &Exposition, dev: &str) {
             assert_eq!(cum, want, "{op} size bucket le={le}");
         }
         let queued = count(e, QUEUE, dev, op);
-        assert!(
-            queued <= n as f64,
-            "{op}: {queued} queue times for {n} requests"
-        );
+        match path {
+            Path::Direct => assert!(
+                queued <= n as f64,
+                "{op}: {queued} queue times for {n} requests"
+            ),
+            Path::Scheduled => assert_eq!(queued, n as f64, "{op} queue times"),
+        }
         let device = e.buckets(DEVICE, &labels);
         assert_eq!(
             device.last().map(|b| b.1),
@@ -78,7 +98,18 @@ fn assert_exact(e: &Exposition, dev: &str) {
 /// with /proc/diskstats (the agent's own collector, loop devices included).
 #[test]
 fn loop_device_io_counts_exactly_and_agrees_with_bpftrace_and_diskstats() {
-    let disk = LoopDevice::new(16);
+    node_mode(Path::Direct);
+}
+
+/// The same through mq-deadline: each request is inserted, then issued (by
+/// the submitter or a kworker), and has exactly one queue time.
+#[test]
+fn scheduled_io_has_a_queue_time_per_request() {
+    node_mode(Path::Scheduled);
+}
+
+fn node_mode(path: Path) {
+    let disk = loop_device(path);
     let dev = disk.name();
     let agent = Agent::start(&[
         "--probes",
@@ -106,7 +137,7 @@ fn loop_device_io_counts_exactly_and_agrees_with_bpftrace_and_diskstats() {
     w.go();
     let after = agent.scrape();
     let theirs = bt.stop_maps(&["all", "r", "w"]);
-    assert_exact(&after, dev);
+    assert_exact(&after, dev, path);
     assert_eq!(
         theirs,
         [(READS + WRITES) as f64, READS as f64, WRITES as f64],
@@ -131,7 +162,18 @@ fn loop_device_io_counts_exactly_and_agrees_with_bpftrace_and_diskstats() {
 /// issue), exact, with zero losses.
 #[test]
 fn pid_mode_counts_the_process_io_with_zero_losses() {
-    let disk = LoopDevice::new(16);
+    pid_mode(Path::Direct);
+}
+
+/// The same through mq-deadline: claimed at insert, in the workload's
+/// context, and still timed when a kworker issues it.
+#[test]
+fn pid_mode_follows_scheduled_io_to_its_issue() {
+    pid_mode(Path::Scheduled);
+}
+
+fn pid_mode(path: Path) {
+    let disk = loop_device(path);
     let w = Workload::start(&[
         "blockio",
         &disk.path,
@@ -141,7 +183,7 @@ fn pid_mode_counts_the_process_io_with_zero_losses() {
     let agent = Agent::start(&["--pid", &w.pid(), "--probes", "block"]);
     w.go();
     let e = agent.scrape();
-    assert_exact(&e, disk.name());
+    assert_exact(&e, disk.name(), path);
     assert_eq!(losses(&e), [0.0; 4], "losses {STAGES:?}");
     let other_devices: f64 = e
         .matching(&format!("{DEVICE}_count"), &[])

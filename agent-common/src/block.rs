@@ -78,7 +78,8 @@ impl BlockHist {
     };
 }
 
-/// A request in flight, keyed by its `struct request *`.
+/// A request's timestamps, keyed by its `struct request *`; both 0 while it
+/// is not in flight (the entry stays for its next I/O).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Inflight {
@@ -86,6 +87,19 @@ pub struct Inflight {
     pub insert_ns: u64,
     /// `block_rq_issue` time, 0 while only inserted.
     pub issue_ns: u64,
+}
+
+impl Inflight {
+    pub const IDLE: Inflight = Inflight {
+        insert_ns: 0,
+        issue_ns: 0,
+    };
+
+    /// Inserted or issued, and not completed since.
+    #[inline(always)]
+    pub fn in_flight(&self) -> bool {
+        self.insert_ns != 0 || self.issue_ns != 0
+    }
 }
 
 /// Offsets from kernel BTF (no CO-RE in Rust eBPF), set as `BLOCK_OFFSETS`:
@@ -108,9 +122,10 @@ pub struct BlockOffsets {
 /// `BlockOffsets::q_disk` when the request points at its disk directly.
 pub const DISK_DIRECT: u32 = u32::MAX;
 
-/// Requests in flight the kernel can track at once. blk-mq preallocates
-/// requests per hardware queue tag, so this bounds the sum of the queue
-/// depths of all devices being traced (an NVMe drive: 1023 per queue).
+/// Request pointers the kernel remembers (least recently used ones give way).
+/// blk-mq preallocates requests per hardware queue tag and reuses them, so
+/// this should exceed the requests the node's devices use (an NVMe drive:
+/// up to 1023 per hardware queue); those in flight at once are far fewer.
 pub const INFLIGHT_ENTRIES: u32 = 16384;
 /// (device, operation) histograms: 5 operations on up to ~200 disks.
 pub const HIST_ENTRIES: u32 = 1024;

@@ -1,9 +1,14 @@
-//! Block I/O latency on raw tracepoints: each takes the `struct request *`,
-//! which keys the in-flight map (classic block records carry no request
-//! pointer, and (dev, sector) collides: flushes have no sector, and a
+//! Block I/O latency on the block_rq_* tracepoints: each takes the `struct
+//! request *`, which keys the in-flight map (classic block records carry no
+//! request pointer, and (dev, sector) collides: flushes have no sector, and a
 //! request may be requeued). Queue time runs insert -> issue, device time
 //! issue -> final completion; both are counted at completion, in place per
 //! CPU and (device, operation), with the request's size (see agent-common).
+//!
+//! Each hook has two programs: tp_btf (`*_btf`), which reads the request by
+//! direct loads, and a raw tracepoint fallback for kernels that refuse
+//! tp_btf, which reads it with helper calls. A request costs two lookups of
+//! its in-flight entry and one of its histogram.
 
 use crate::sched::BUCKET_NS;
 use crate::{counters, filter};
@@ -18,11 +23,14 @@ use aya_ebpf::{
     Global,
     bindings::BPF_NOEXIST,
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel, generated::bpf_ktime_get_ns},
-    macros::{map, raw_tracepoint},
-    maps::{Array, HashMap, PerCpuHashMap},
-    programs::RawTracePointContext,
+    macros::{btf_tracepoint, map, raw_tracepoint},
+    maps::{Array, LruHashMap, PerCpuHashMap},
+    programs::{BtfTracePointContext, RawTracePointContext},
 };
 use core::ptr::read_volatile;
+
+/// `-EEXIST` from a map insert with BPF_NOEXIST.
+const EEXIST: i32 = -17;
 
 #[unsafe(no_mangle)]
 static BLOCK_OFFSETS: Global<BlockOffsets> = Global::new(BlockOffsets {
@@ -34,11 +42,15 @@ static BLOCK_OFFSETS: Global<BlockOffsets> = Global::new(BlockOffsets {
     rq_data_len: 0,
 });
 
-/// Requests in flight by `struct request *` (sized by the agent:
+/// Requests by `struct request *` (sized by the agent:
 /// agent_common::block::INFLIGHT_ENTRIES; 1 here so an unused probe costs
-/// nothing).
+/// nothing). blk-mq preallocates its requests per tag set and reuses them,
+/// so an entry outlives its I/O and is rewritten in place by the next one:
+/// a request costs map lookups only, no insert or delete (locked, and the
+/// dearest part of the probe). LRU, so the pointers of a device that went
+/// away age out instead of filling the map.
 #[map]
-static BLOCK_INFLIGHT: HashMap<u64, Inflight> = HashMap::with_max_entries(1, 0);
+static BLOCK_INFLIGHT: LruHashMap<u64, Inflight> = LruHashMap::with_max_entries(1, 0);
 
 /// Per CPU and (device, operation); sized by the agent (HIST_ENTRIES).
 #[map]
@@ -60,89 +72,107 @@ fn current_wanted() -> bool {
 
 /// The request is queued (an I/O scheduler or a plug): its queue time starts.
 /// With `--pid`, this (the submitter's context) is where a request is claimed.
-#[raw_tracepoint(tracepoint = "block_rq_insert")]
-pub fn block_rq_insert(ctx: RawTracePointContext) -> i32 {
+#[inline(always)]
+fn insert(rq: u64) {
     if !current_wanted() {
-        return 0;
+        return;
     }
-    let rq: u64 = ctx.arg(0);
-    let entry = Inflight {
-        insert_ns: now(),
-        issue_ns: 0,
-    };
-    if BLOCK_INFLIGHT.insert(rq, entry, 0).is_err() {
-        counters::add(BLOCK_INFLIGHT_FULL, 1);
-    }
-    0
-}
-
-/// The request goes to the driver: device time starts. A request issued
-/// directly (no insert) is claimed here when issued from a wanted process.
-#[raw_tracepoint(tracepoint = "block_rq_issue")]
-pub fn block_rq_issue(ctx: RawTracePointContext) -> i32 {
-    let rq: u64 = ctx.arg(0);
     let t = now();
-    if let Some(e) = BLOCK_INFLIGHT.get_ptr_mut(rq) {
-        unsafe { (*e).issue_ns = t };
-        return 0;
+    match BLOCK_INFLIGHT.get_ptr_mut(rq) {
+        Some(e) => unsafe {
+            (*e).insert_ns = t;
+            (*e).issue_ns = 0;
+        },
+        None => first_seen(
+            rq,
+            Inflight {
+                insert_ns: t,
+                issue_ns: 0,
+            },
+        ),
     }
-    if !current_wanted() {
-        return 0;
-    }
-    let entry = Inflight {
-        insert_ns: 0,
-        issue_ns: t,
-    };
-    if BLOCK_INFLIGHT.insert(rq, entry, 0).is_err() {
-        counters::add(BLOCK_INFLIGHT_FULL, 1);
-    }
-    0
 }
 
-/// `next` was merged into another request and is freed without completing.
-#[raw_tracepoint(tracepoint = "block_rq_merge")]
-pub fn block_rq_merge(ctx: RawTracePointContext) -> i32 {
-    let rq: u64 = ctx.arg(0);
-    let _ = BLOCK_INFLIGHT.remove(rq);
-    0
+/// The request goes to the driver: device time starts. An inserted (or
+/// requeued) request is in flight already; one issued directly is claimed
+/// here when issued from a wanted process.
+#[inline(always)]
+fn issue(rq: u64) {
+    let t = now();
+    match BLOCK_INFLIGHT.get_ptr_mut(rq) {
+        Some(e) => unsafe {
+            if (*e).in_flight() || current_wanted() {
+                (*e).issue_ns = t;
+            }
+        },
+        None if current_wanted() => first_seen(
+            rq,
+            Inflight {
+                insert_ns: 0,
+                issue_ns: t,
+            },
+        ),
+        None => {}
+    }
+}
+
+/// The first I/O of a request pointer: its entry is created (once).
+#[inline(always)]
+fn first_seen(rq: u64, entry: Inflight) {
+    // BPF_NOEXIST: another CPU cannot be timing this request meanwhile, but
+    // an entry it just made must not be overwritten with a stale one.
+    if BLOCK_INFLIGHT
+        .insert(rq, entry, BPF_NOEXIST as u64)
+        .is_err_and(|e| e != EEXIST)
+    {
+        counters::add(BLOCK_INFLIGHT_FULL, 1);
+    }
+}
+
+/// `rq` was merged into another request and is freed without completing.
+#[inline(always)]
+fn merge(rq: u64) {
+    if let Some(e) = BLOCK_INFLIGHT.get_ptr_mut(rq) {
+        unsafe { *e = Inflight::IDLE };
+    }
 }
 
 /// block_rq_complete(rq, error, nr_bytes): fires per partial completion;
 /// only the last one (nr_bytes covers what is left) ends the request.
-#[raw_tracepoint(tracepoint = "block_rq_complete")]
-pub fn block_rq_complete(ctx: RawTracePointContext) -> i32 {
-    let rq: u64 = ctx.arg(0);
-    let nr_bytes: u64 = ctx.arg(2);
-    let Some(e) = BLOCK_INFLIGHT.get_ptr(rq) else {
+#[inline(always)]
+fn complete<R: Reader>(rq: u64, nr_bytes: u32) {
+    let entry = BLOCK_INFLIGHT.get_ptr_mut(rq);
+    let Some(e) = entry.filter(|&e| unsafe { (*e).in_flight() }) else {
         // In --pid mode most requests are other processes': not a loss.
         if filter::all() {
             counters::add(BLOCK_COMPLETE_WITHOUT_ISSUE, 1);
         }
-        return 0;
+        return;
     };
-    let Some(req) = read_request(rq as *const u8) else {
-        let _ = BLOCK_INFLIGHT.remove(rq);
+    let e = unsafe { &mut *e };
+    let Some(req) = read_request::<R>(rq as *const u8) else {
+        *e = Inflight::IDLE;
         counters::add(BLOCK_READ_FAILED, 1);
-        return 0;
+        return;
     };
-    if (nr_bytes as u32) < req.remaining {
-        return 0; // partial: the request goes on
+    if nr_bytes < req.remaining {
+        return; // partial: the request goes on
     }
     let Inflight {
         insert_ns,
         issue_ns,
-    } = unsafe { *e };
-    let _ = BLOCK_INFLIGHT.remove(rq);
+    } = *e;
+    *e = Inflight::IDLE;
     if issue_ns == 0 {
         counters::add(BLOCK_COMPLETE_WITHOUT_ISSUE, 1);
-        return 0;
+        return;
     }
     let t = now();
     let Some(h) = hist(BlockKey {
         dev: req.dev,
         op: req.op,
     }) else {
-        return 0;
+        return;
     };
     let h = unsafe { &mut *h };
     if insert_ns != 0 && issue_ns >= insert_ns {
@@ -153,6 +183,55 @@ pub fn block_rq_complete(ctx: RawTracePointContext) -> i32 {
         *b += 1;
     }
     h.size_sum += req.bytes;
+}
+
+#[btf_tracepoint(function = "block_rq_insert")]
+pub fn block_rq_insert_btf(ctx: BtfTracePointContext) -> i32 {
+    insert(ctx.arg(0));
+    0
+}
+
+#[btf_tracepoint(function = "block_rq_issue")]
+pub fn block_rq_issue_btf(ctx: BtfTracePointContext) -> i32 {
+    issue(ctx.arg(0));
+    0
+}
+
+#[btf_tracepoint(function = "block_rq_merge")]
+pub fn block_rq_merge_btf(ctx: BtfTracePointContext) -> i32 {
+    merge(ctx.arg(0));
+    0
+}
+
+#[btf_tracepoint(function = "block_rq_complete")]
+pub fn block_rq_complete_btf(ctx: BtfTracePointContext) -> i32 {
+    let nr_bytes: u64 = ctx.arg(2);
+    complete::<Direct>(ctx.arg(0), nr_bytes as u32);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "block_rq_insert")]
+pub fn block_rq_insert(ctx: RawTracePointContext) -> i32 {
+    insert(ctx.arg(0));
+    0
+}
+
+#[raw_tracepoint(tracepoint = "block_rq_issue")]
+pub fn block_rq_issue(ctx: RawTracePointContext) -> i32 {
+    issue(ctx.arg(0));
+    0
+}
+
+#[raw_tracepoint(tracepoint = "block_rq_merge")]
+pub fn block_rq_merge(ctx: RawTracePointContext) -> i32 {
+    merge(ctx.arg(0));
+    0
+}
+
+#[raw_tracepoint(tracepoint = "block_rq_complete")]
+pub fn block_rq_complete(ctx: RawTracePointContext) -> i32 {
+    let nr_bytes: u64 = ctx.arg(2);
+    complete::<Helper>(ctx.arg(0), nr_bytes as u32);
     0
 }
 
@@ -165,22 +244,49 @@ struct Request {
     bytes: u64,
 }
 
-/// The request's disk, operation and size, with helper reads at BTF offsets.
+/// How a program reads kernel memory it was handed.
+trait Reader {
+    /// # Safety
+    /// `p` points into a kernel object the program may read.
+    unsafe fn read<T: Copy>(p: *const u8) -> Option<T>;
+}
+
+/// Raw tracepoints: untyped pointers, read with a helper call each.
+struct Helper;
+
+impl Reader for Helper {
+    #[inline(always)]
+    unsafe fn read<T: Copy>(p: *const u8) -> Option<T> {
+        unsafe { bpf_probe_read_kernel(p as *const T) }.ok()
+    }
+}
+
+/// tp_btf: BTF-typed pointers, which the verifier lets us load from
+/// directly (it checks each offset against kernel BTF; a fault reads 0).
+struct Direct;
+
+impl Reader for Direct {
+    #[inline(always)]
+    unsafe fn read<T: Copy>(p: *const u8) -> Option<T> {
+        Some(unsafe { read_volatile(p as *const T) })
+    }
+}
+
+/// The request's disk, operation and size, at offsets from kernel BTF.
 #[inline(always)]
-fn read_request(rq: *const u8) -> Option<Request> {
+fn read_request<R: Reader>(rq: *const u8) -> Option<Request> {
     let o = BLOCK_OFFSETS.load();
     unsafe {
-        let first = bpf_probe_read_kernel(rq.add(o.rq_q as usize) as *const *const u8).ok()?;
+        let first: *const u8 = R::read(rq.add(o.rq_q as usize))?;
         let disk = if o.q_disk == DISK_DIRECT {
             first
         } else {
-            bpf_probe_read_kernel(first.add(o.q_disk as usize) as *const *const u8).ok()?
+            R::read(first.add(o.q_disk as usize))?
         };
-        let major = bpf_probe_read_kernel(disk.add(o.disk_major as usize) as *const u32).ok()?;
-        let minor =
-            bpf_probe_read_kernel(disk.add(o.disk_first_minor as usize) as *const u32).ok()?;
-        let flags = bpf_probe_read_kernel(rq.add(o.rq_cmd_flags as usize) as *const u32).ok()?;
-        let len = bpf_probe_read_kernel(rq.add(o.rq_data_len as usize) as *const u32).ok()?;
+        let major: u32 = R::read(disk.add(o.disk_major as usize))?;
+        let minor: u32 = R::read(disk.add(o.disk_first_minor as usize))?;
+        let flags: u32 = R::read(rq.add(o.rq_cmd_flags as usize))?;
+        let len: u32 = R::read(rq.add(o.rq_data_len as usize))?;
         Some(Request {
             dev: major << 20 | minor,
             op: op_of(flags),

@@ -61,7 +61,7 @@ impl KernelFeatures {
         supported("cgroup_v2", Ok(cgroup2_mounted(procfs)));
         // aya's probe for tracing programs tries fentry, which a kernel may
         // refuse while it loads tp_btf: ask the probe that loads them.
-        if let Some(loaded) = crate::probes::sched::tp_btf_loaded() {
+        if let Some(loaded) = crate::probes::tp_btf_loaded() {
             features.push(("tp_btf".to_string(), loaded));
         }
         if let Ok(btf) = &btf {

@@ -67,6 +67,19 @@ impl LoopDevice {
         let (major, minor) = text.trim().split_once(':').unwrap();
         major.parse::<u64>().unwrap() << 20 | minor.parse::<u64>().unwrap()
     }
+
+    /// Puts an I/O scheduler (`mq-deadline`, ...) in front of the device:
+    /// every request is then inserted into it before it is issued.
+    pub fn set_scheduler(&self, scheduler: &str) {
+        let sys = format!("/sys/block/{}/queue/scheduler", self.name());
+        std::fs::write(&sys, scheduler)
+            .unwrap_or_else(|e| panic!("writing {scheduler} to {sys}: {e}"));
+        let now = std::fs::read_to_string(&sys).unwrap_or_default();
+        assert!(
+            now.contains(&format!("[{scheduler}]")),
+            "{sys} says {now:?} after writing {scheduler}"
+        );
+    }
 }
 
 impl Drop for LoopDevice {

@@ -14,7 +14,9 @@ pub(crate) mod stats;
 pub(crate) mod syscalls;
 pub(crate) mod tcp;
 
-pub(crate) use program::{attach_raw_tracepoint, attach_tracepoint};
+pub(crate) use program::{
+    attach_btf_or_raw, attach_raw_tracepoint, attach_tracepoint, tp_btf_loaded,
+};
 
 use crate::attach::snapshot::Snapshot;
 use crate::bpf::{KernelCounters, LoadPlan};

@@ -8,6 +8,7 @@
 //! rounds so drift hits each one equally, and reports medians.
 
 mod block;
+mod bpf_runs;
 mod four_way;
 mod process;
 mod push;

@@ -24,6 +24,7 @@
 //!
 //! See docs/benchmarks.md for how to read the results.
 
+use super::bpf_runs::ProgRuns;
 use super::{
     BPFTRACE_ATTACH_WAIT, Background, BenchArgs, NOISY_SPREAD, READY_TIMEOUT, agent_bin,
     interleaved, median, min_max, print_machine, process_cpu, require_root, scrape, start_agent,
@@ -122,12 +123,15 @@ fn measure(config: Config, agent: &Path, cycles: u64) -> Result<Measurement> {
         Some((p, Some(addr))) => Some((p.pid(), *addr, execs(*addr)?, process_cpu(p.pid())?)),
         _ => None,
     };
-    let kernel_before = attached.as_ref().map(|(p, _)| bpf_runs(p.pid()));
+    let kernel_before = match &attached {
+        Some((p, _)) => Some(ProgRuns::read(p.pid())?),
+        None => None,
+    };
     let start = Instant::now();
     let chunks = fork_exec_loop(cycles)?;
     let wall = start.elapsed();
     let kernel_ns_per_cycle = match (&attached, kernel_before) {
-        (Some((p, _)), Some(before)) => Some(per_run_sum(&before, &bpf_runs(p.pid()))),
+        (Some((p, _)), Some(before)) => Some(ProgRuns::read(p.pid())?.per_run_sum_since(&before)),
         _ => None,
     };
     let agent_cost = match watch {
@@ -151,43 +155,6 @@ fn measure(config: Config, agent: &Path, cycles: u64) -> Result<Measurement> {
         kernel_ns_per_cycle,
         agent: agent_cost,
     })
-}
-
-/// (`run_time_ns`, `run_cnt`) of each BPF program process `pid` holds, by
-/// `prog_id` (a program and its attachment are two fds showing the same).
-fn bpf_runs(pid: u32) -> std::collections::BTreeMap<u64, (u64, u64)> {
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
-        return Default::default();
-    };
-    dir.flatten()
-        .filter_map(|e| {
-            let info = std::fs::read_to_string(e.path()).ok()?;
-            let field = |name: &str| {
-                info.lines()
-                    .find_map(|l| l.strip_prefix(name))
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-            };
-            Some((
-                field("prog_id:")?,
-                (field("run_time_ns:")?, field("run_cnt:")?),
-            ))
-        })
-        .collect()
-}
-
-/// Each program's mean ns per run between the two readings, summed.
-fn per_run_sum(
-    before: &std::collections::BTreeMap<u64, (u64, u64)>,
-    after: &std::collections::BTreeMap<u64, (u64, u64)>,
-) -> f64 {
-    after
-        .iter()
-        .filter_map(|(id, &(ns, runs))| {
-            let (ns0, runs0) = before.get(id).copied().unwrap_or((0, 0));
-            let runs = runs.checked_sub(runs0).filter(|&r| r > 0)?;
-            Some(ns.saturating_sub(ns0) as f64 / runs as f64)
-        })
-        .sum()
 }
 
 type Attached = Option<(Background, Option<std::net::SocketAddr>)>;

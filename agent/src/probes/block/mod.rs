@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 pub(crate) const PROBE: Probe = Probe {
     name: "block",
     about: "block I/O latency (queue and device time) and size, by device and operation",
-    needs: "raw tracepoints block_rq_insert, block_rq_issue, block_rq_complete, block_rq_merge, kernel BTF",
+    needs: "tp_btf or raw tracepoints block_rq_insert, block_rq_issue, block_rq_complete, block_rq_merge, kernel BTF",
     needs_tracefs: false,
     streams: false,
     losses: &[
@@ -84,19 +84,17 @@ fn prepare(p: &Prepare<'_>, plan: &mut LoadPlan) -> Result<()> {
     Ok(())
 }
 
-/// Completion first: a request the probe sees issued must not complete
-/// unseen because its completion hook was not attached yet.
-const HOOKS: [&str; 4] = [
-    "block_rq_complete",
-    "block_rq_merge",
-    "block_rq_insert",
-    "block_rq_issue",
+/// (tracepoint, program). Completion first: a request the probe sees issued
+/// must not complete unseen because its completion hook was not attached yet.
+const HOOKS: [(&str, &str); 4] = [
+    ("block_rq_complete", "block_rq_complete"),
+    ("block_rq_merge", "block_rq_merge"),
+    ("block_rq_insert", "block_rq_insert"),
+    ("block_rq_issue", "block_rq_issue"),
 ];
 
 fn start(ebpf: &mut Ebpf, _s: &mut Start<'_>) -> Result<Box<dyn Running>> {
-    for tp in HOOKS {
-        super::attach_raw_tracepoint(ebpf, tp, tp)?;
-    }
+    super::attach_btf_or_raw(ebpf, "block", &HOOKS)?;
     let map = ebpf.take_map("BLOCK_HIST").context("BLOCK_HIST missing")?;
     Ok(Box::new(Arc::new(Block {
         map: Mutex::new(PerCpuHashMap::try_from(map)?),

@@ -13,10 +13,9 @@ use crate::bpf::{self, KernelCounters, LoadPlan};
 use agent_common::counters;
 use agent_common::sched::{CGROUP_HIST_ENTRIES, RunqHist};
 use anyhow::{Context, Result};
+use aya::Ebpf;
 use aya::maps::PerCpuHashMap;
 use aya::maps::{MapData, PerCpuArray};
-use aya::programs::BtfTracePoint;
-use aya::{Btf, Ebpf};
 use cgroups::CgroupRunq;
 use prometheus_client::collector::Collector;
 use std::sync::{Arc, Mutex};
@@ -80,16 +79,6 @@ fn start(ebpf: &mut Ebpf, s: &mut Start<'_>) -> Result<Box<dyn Running>> {
 /// decided by `prepare` from kernel BTF for `start` (one kernel per process).
 static SWITCH: Mutex<Option<Switch>> = Mutex::new(None);
 
-/// Whether this kernel loaded the tp_btf programs (None: the probe has not
-/// tried), for the `tp_btf` kernel feature.
-static TP_BTF: Mutex<Option<bool>> = Mutex::new(None);
-
-/// Whether the kernel loaded the probe's tp_btf programs; None if the probe
-/// has not started.
-pub(crate) fn tp_btf_loaded() -> Option<bool> {
-    *super::lock(&TP_BTF)
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Switch {
     /// 5.18 and later: a 4th argument, `prev_state`.
@@ -132,8 +121,8 @@ fn hooks(switch: Switch) -> [(&'static str, &'static str); 3] {
     ]
 }
 
-/// Attaches the BTF tracepoint programs (direct loads of task ids: cheaper),
-/// or the raw tracepoint ones (a helper call per read) if those cannot load.
+/// The tp_btf programs (direct loads of task ids: cheaper), or the raw
+/// tracepoint ones (a helper call per read) if those cannot load.
 fn attach(ebpf: &mut Ebpf) -> Result<()> {
     let switch = (*super::lock(&SWITCH)).context("run-queue probe not prepared")?;
     if let Switch::TaskState { field, offset } = switch {
@@ -142,42 +131,7 @@ fn attach(ebpf: &mut Ebpf) -> Result<()> {
              (offset {offset})"
         );
     }
-    let hooks = hooks(switch);
-    let loaded = load_btf(ebpf, &hooks);
-    *super::lock(&TP_BTF) = Some(loaded.is_ok());
-    match loaded {
-        Ok(()) => {
-            for (tp, prog) in hooks {
-                let prog: &mut BtfTracePoint = ebpf
-                    .program_mut(&format!("{prog}_btf"))
-                    .context("tp_btf program missing")?
-                    .try_into()?;
-                prog.attach()
-                    .with_context(|| format!("attaching tp_btf/{tp}"))?;
-            }
-            tracing::debug!("run-queue probe on tp_btf");
-        }
-        Err(e) => {
-            tracing::info!("run-queue probe on raw tracepoints (tp_btf unavailable: {e:#})");
-            for (tp, prog) in hooks {
-                super::attach_raw_tracepoint(ebpf, prog, tp)?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Loads all three tp_btf programs, so that either all or none attach.
-fn load_btf(ebpf: &mut Ebpf, hooks: &[(&str, &str)]) -> Result<()> {
-    let btf = Btf::from_sys_fs().context("kernel BTF")?;
-    for (tp, prog) in hooks {
-        let prog: &mut BtfTracePoint = ebpf
-            .program_mut(&format!("{prog}_btf"))
-            .context("tp_btf program missing")?
-            .try_into()?;
-        prog.load(tp, &btf)
-            .with_context(|| format!("loading tp_btf/{tp}"))?;
-    }
+    super::attach_btf_or_raw(ebpf, "run-queue", &hooks(switch))?;
     Ok(())
 }
 
