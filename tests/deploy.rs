@@ -241,6 +241,31 @@ fn daemonset_keeps_the_documented_promises() {
         serde_json::json!({"path": "/readyz", "port": "metrics"})
     );
 
+    // OTLP's resource: the node, pod and namespace from the downward API,
+    // in OpenTelemetry's variable.
+    let env = c["env"].as_array().unwrap();
+    let var = |name: &str| {
+        env.iter()
+            .find(|e| e["name"] == name)
+            .cloned()
+            .unwrap_or_default()
+    };
+    for (name, field) in [
+        ("K8S_NODE_NAME", "spec.nodeName"),
+        ("K8S_POD_NAME", "metadata.name"),
+        ("K8S_NAMESPACE_NAME", "metadata.namespace"),
+    ] {
+        assert_eq!(
+            var(name)["valueFrom"]["fieldRef"]["fieldPath"],
+            field,
+            "{name}"
+        );
+    }
+    assert_eq!(
+        var("OTEL_RESOURCE_ATTRIBUTES")["value"],
+        "k8s.node.name=$(K8S_NODE_NAME),k8s.pod.name=$(K8S_POD_NAME),k8s.namespace.name=$(K8S_NAMESPACE_NAME)"
+    );
+
     // The generated ConfigMap is mounted where --config points.
     let args = args_of(c);
     assert_eq!(args, ["run", "--config", "/etc/ebpf-agent/config.yaml"]);

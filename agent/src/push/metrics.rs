@@ -47,15 +47,15 @@ pub const FAMILIES: [(&str, &str); 12] = [
     ("push_requests", "Requests the receiver accepted (2xx)"),
     (
         "push_requests_failed",
-        "Requests that failed, by reason: http_<status>, network (connect, TLS, I/O), timeout",
+        "Requests that failed, by reason: http_<status>, grpc_<code> (OTLP/gRPC), network (connect, TLS, I/O), timeout",
     ),
     (
         "push_requests_retried",
-        "Requests sent again after a 5xx, a 429 or a network error",
+        "Requests sent again after a retryable answer (remote write: 5xx, 429; OTLP: its spec's) or a network error",
     ),
     (
         "push_samples_dropped",
-        "Samples given up, by reason: rejected (a 4xx other than 429), queue_full (the oldest, past --push-queue-max-bytes), queue_write (the queue's disk failed)",
+        "Samples given up, by reason: rejected (an answer not retried, e.g. a 4xx other than 429), queue_full (the oldest, past --push-queue-max-bytes), queue_write (the queue's disk failed)",
     ),
     (
         "push_queue_corrupt_records",

@@ -152,8 +152,12 @@ fn parse_line(line: &str) -> Result<Sample<'_>, String> {
         .ok_or_else(|| "no value".to_string())?;
     let value = parse_value(value)?;
     // The remote-write spec: a label with an empty value is the same as none.
-    labels.retain(|(_, v)| !v.is_empty());
-    labels.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    if labels.iter().any(|(_, v)| v.is_empty()) {
+        labels.retain(|(_, v)| !v.is_empty());
+    }
+    if !labels.is_sorted_by(|a, b| a.0 <= b.0) {
+        labels.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    }
     Ok(Sample {
         name,
         labels,
