@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tests::otlp::{self, AggregationTemporality, Answer, Key, Point, Protocol, Received};
+use tests::web::{Scratch, make_pki};
 use tests::{Agent, Exposition, OtlpReceiver, Workload};
 
 const CALLS: &str = "ebpf_agent_syscalls";
@@ -304,5 +305,61 @@ fn otlp_receiver_errors_are_retried_or_dropped_as_the_spec_says_and_counted() {
         log.matches("answered 503").count(),
         1,
         "logged once:\n{log}"
+    );
+}
+
+#[test]
+fn otlp_grpc_over_mutual_tls_with_a_bearer_token() {
+    const N: u64 = 4_242;
+    let pki = Scratch::new("otlp-tls");
+    make_pki(&pki.0);
+    let p = |f: &str| pki.path(f).to_str().unwrap().to_string();
+    let token = pki.write("token", "otlp-s3cret\n");
+    let token = token.to_str().unwrap().to_string();
+    let rx = OtlpReceiver::start_grpc_tls(&pki.0);
+    assert!(rx.endpoint().starts_with("https://"));
+    let (ca, cert, key) = (p("ca.crt"), p("client.crt"), p("client.key"));
+    let tls = [
+        "--push-ca-file",
+        ca.as_str(),
+        "--push-cert-file",
+        cert.as_str(),
+        "--push-key-file",
+        key.as_str(),
+        "--push-bearer-token-file",
+        token.as_str(),
+        "--push-header",
+        "X-Scope-OrgID: team-a",
+    ];
+    let (agent, mut w) = start(&rx, &tls);
+    w.burst(N);
+    let got = rx.wait_until("the burst over TLS", WAIT, |r| {
+        r.iter().any(|r| getppid_calls(r) == Some(N as f64))
+    });
+    for r in &got {
+        assert!(r.delivered(), "{:?}", r.rejected);
+        assert_eq!(r.header("authorization"), Some("Bearer otlp-s3cret"));
+        assert_eq!(r.header("x-scope-orgid"), Some("team-a"));
+    }
+    let e = agent.scrape();
+    assert_eq!(
+        metric(&e, "ebpf_agent_push_requests_failed_total", &[]),
+        0.0
+    );
+
+    // Without a client certificate the handshake fails: retried, counted as network.
+    let rx_strict = OtlpReceiver::start_grpc_tls(&pki.0);
+    let (agent, _w) = start(&rx_strict, &tls[..2]);
+    let e = agent.scrape_until(WAIT, |e| {
+        metric(
+            e,
+            "ebpf_agent_push_requests_failed_total",
+            &[("reason", "network")],
+        ) >= 2.0
+    });
+    assert_eq!(metric(&e, "ebpf_agent_push_requests_total", &[]), 0.0);
+    assert!(
+        rx_strict.received().is_empty(),
+        "nothing gets past the handshake"
     );
 }

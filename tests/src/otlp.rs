@@ -218,6 +218,7 @@ fn header_pairs(headers: &hyper::HeaderMap) -> Vec<(String, String)> {
 pub struct OtlpReceiver {
     pub protocol: Protocol,
     pub addr: SocketAddr,
+    tls: bool,
     shared: Arc<Shared>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -226,6 +227,18 @@ pub struct OtlpReceiver {
 impl OtlpReceiver {
     /// Loopback, any free port; serves until dropped.
     pub fn start(protocol: Protocol) -> OtlpReceiver {
+        OtlpReceiver::start_with(protocol, None)
+    }
+
+    /// A gRPC receiver over TLS: `pki` is a directory made by
+    /// [`crate::web::make_pki`] (server.crt for 127.0.0.1; clients must show a
+    /// certificate signed by ca.crt). Its endpoint is `https://`.
+    pub fn start_grpc_tls(pki: &std::path::Path) -> OtlpReceiver {
+        OtlpReceiver::start_with(Protocol::Grpc, Some(pki.to_path_buf()))
+    }
+
+    fn start_with(protocol: Protocol, tls: Option<std::path::PathBuf>) -> OtlpReceiver {
+        let tls_on = tls.is_some();
         let listener = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap_or_else(|e| panic!("OTLP receiver: bind 127.0.0.1:0: {e}"));
         let addr = listener.local_addr().unwrap();
@@ -252,7 +265,7 @@ impl OtlpReceiver {
                 runtime.block_on(async move {
                     match protocol {
                         Protocol::Http => tokio::spawn(http_server::serve(listener, server)),
-                        Protocol::Grpc => tokio::spawn(grpc_server::serve(listener, server)),
+                        Protocol::Grpc => tokio::spawn(grpc_server::serve(listener, server, tls)),
                     };
                     // Dropping the runtime after this ends every connection.
                     let _ = stopped.await;
@@ -262,6 +275,7 @@ impl OtlpReceiver {
         OtlpReceiver {
             protocol,
             addr,
+            tls: tls_on,
             shared,
             stop: Some(stop),
             thread: Some(thread),
@@ -295,6 +309,7 @@ impl OtlpReceiver {
     pub fn endpoint(&self) -> String {
         match self.protocol {
             Protocol::Http => format!("http://{}{}", self.addr, http_server::PATH),
+            Protocol::Grpc if self.tls => format!("https://{}", self.addr),
             Protocol::Grpc => format!("http://{}", self.addr),
         }
     }

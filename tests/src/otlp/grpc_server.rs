@@ -18,12 +18,27 @@ const EXPORT: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/E
 /// Far above any export of the agent's (tonic's default is 4 MiB).
 const MAX_MESSAGE: usize = 64 << 20;
 
-pub(super) async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+/// Serves until the runtime ends; with `tls` (a directory made by
+/// `web::make_pki`), over TLS with server.crt and a client certificate signed
+/// by ca.crt required.
+pub(super) async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<std::path::PathBuf>,
+) {
     let incoming = tonic::transport::server::TcpIncoming::from(listener);
-    if let Err(e) = tonic::transport::Server::builder()
-        .serve_with_incoming(Metrics(shared), incoming)
-        .await
-    {
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(dir) = tls {
+        use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+        let read = |f: &str| std::fs::read(dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        let config = ServerTlsConfig::new()
+            .identity(Identity::from_pem(read("server.crt"), read("server.key")))
+            .client_ca_root(Certificate::from_pem(read("ca.crt")));
+        builder = builder
+            .tls_config(config)
+            .unwrap_or_else(|e| panic!("OTLP gRPC receiver TLS: {e}"));
+    }
+    if let Err(e) = builder.serve_with_incoming(Metrics(shared), incoming).await {
         eprintln!("OTLP gRPC receiver: {e}");
     }
 }
