@@ -129,8 +129,14 @@ fn emit(ctx: &TracePointContext, f: &PeerFields, kind: u16) -> u32 {
         ..PeerEvent::default()
     };
     let ok = if f.layout == LAYOUT_FIELDS as u32 {
+        // No family field before 5.11 (offset 0): userspace reads the address.
+        let family = if f.family == 0 {
+            Some(0)
+        } else {
+            read::<u16>(ctx, f.family)
+        };
         match (
-            read::<u16>(ctx, f.family),
+            family,
             read::<u16>(ctx, f.dport),
             read::<[u8; 16]>(ctx, f.peer),
         ) {

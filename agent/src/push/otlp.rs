@@ -431,32 +431,36 @@ impl HistogramSeries<'_> {
 
 fn group_histograms<'a>(f: &Family<'a>) -> Vec<HistogramSeries<'a>> {
     let mut out: Vec<HistogramSeries> = Vec::new();
+    let mut index: HashMap<Labels<'a>, usize> = HashMap::new();
     for s in &f.samples {
         let suffix = &s.name[f.name.len()..];
         let le = s.labels.iter().position(|(k, _)| *k == "le");
-        let labels: Labels<'a> = match le {
-            Some(i) => s
-                .labels
+        // The series' labels: the sample's without `le`, compared in place
+        // (a copy only for a new series).
+        let without_le = || {
+            s.labels
                 .iter()
                 .enumerate()
-                .filter(|(j, _)| *j != i)
-                .map(|(_, l)| l.clone())
-                .collect(),
-            None => s.labels.clone(),
+                .filter(move |(j, _)| Some(*j) != le)
+                .map(|(_, l)| l)
         };
-        // A series' samples are contiguous in the exposition; search only if not.
-        let i = match out.iter().rposition(|h| h.labels == labels) {
-            Some(i) => i,
-            None => {
-                out.push(HistogramSeries {
-                    labels,
-                    bounds: Vec::new(),
-                    cumulative: Vec::new(),
-                    total: None,
-                    inf: None,
-                    sum: 0.0,
-                });
-                out.len() - 1
+        // A series' samples are contiguous in the exposition: the last series
+        // first, then (a new series, or an exposition out of order) the index.
+        let i = match out.last() {
+            Some(h) if h.labels.iter().eq(without_le()) => out.len() - 1,
+            _ => {
+                let labels: Labels<'a> = without_le().cloned().collect();
+                *index.entry(labels.clone()).or_insert_with(|| {
+                    out.push(HistogramSeries {
+                        labels,
+                        bounds: Vec::new(),
+                        cumulative: Vec::new(),
+                        total: None,
+                        inf: None,
+                        sum: 0.0,
+                    });
+                    out.len() - 1
+                })
             }
         };
         let h = &mut out[i];
@@ -700,6 +704,19 @@ mod tests {
         assert_eq!(value(metric(&r, "node_x").unwrap()), (100.0, 10));
         assert_eq!(value(metric(&r, "g").unwrap()), (2.5, 0));
         assert_eq!(value(metric(&r, "b_info").unwrap()), (1.0, 0));
+    }
+
+    #[test]
+    fn histogram_series_out_of_order_are_still_one_point_each() {
+        let text = "# TYPE h histogram\n\
+            h_bucket{a=\"1\",le=\"1\"} 1\nh_bucket{a=\"2\",le=\"1\"} 5\n\
+            h_bucket{a=\"1\",le=\"+Inf\"} 2\nh_bucket{a=\"2\",le=\"+Inf\"} 7\n\
+            h_sum{a=\"1\"} 3\nh_count{a=\"1\"} 2\nh_sum{a=\"2\"} 9\nh_count{a=\"2\"} 7\n";
+        let families = parse(text).unwrap();
+        let groups = group_histograms(&families[0]);
+        assert_eq!(groups.len(), 2);
+        assert_eq!((groups[0].counts(), groups[0].sum), (vec![1, 1], 3.0));
+        assert_eq!((groups[1].counts(), groups[1].sum), (vec![5, 2], 9.0));
     }
 
     #[test]

@@ -50,14 +50,18 @@ fn fields(format: &[Field], event: &str) -> Result<PeerFields> {
             _pad: 0,
         });
     }
-    let (family, dport, daddr_v6) = (get("family")?, get("dport")?, get("daddr_v6")?);
-    if family.size != 2 || dport.size != 2 || daddr_v6.size != 16 {
+    let (dport, daddr_v6) = (get("dport")?, get("daddr_v6")?);
+    // Before 5.11 there is no `family`: the address tells (IPv4 is stored
+    // IPv4-mapped), so offset 0 (never a field's: the common fields are
+    // there) means "none".
+    let family = get("family").ok();
+    if family.as_ref().is_some_and(|f| f.size != 2) || dport.size != 2 || daddr_v6.size != 16 {
         bail!("tracepoint tcp/{event} has an address layout this agent does not know");
     }
     Ok(PeerFields {
         skaddr,
         layout: LAYOUT_FIELDS.into(),
-        family: family.offset,
+        family: family.map_or(0, |f| f.offset),
         dport: dport.offset,
         peer: daddr_v6.offset,
         state,
@@ -81,7 +85,8 @@ fn peer(ev: &PeerEvent) -> Option<String> {
     let p = &ev.peer;
     let bytes = |range: std::ops::Range<usize>| &p[range];
     match ev.layout {
-        LAYOUT_FIELDS if matches!(ev.family, AF_INET | AF_INET6) => {
+        // Family 0: a kernel without the field; the mapped address says which.
+        LAYOUT_FIELDS if matches!(ev.family, 0 | AF_INET | AF_INET6) => {
             let v6: [u8; 16] = bytes(0..16).try_into().ok()?;
             Some(address(Ipv6Addr::from(v6), ev.dport))
         }
@@ -186,6 +191,33 @@ mod tests {
         );
         let received = f(RECEIVE_RESET_6_18, "tcp_receive_reset");
         assert_eq!((received.peer, received.state), (46, 0), "no state field");
+    }
+
+    #[test]
+    fn before_5_11_the_address_gives_the_family() {
+        // 5.10's tcp_retransmit_skb: no `family`, IPv4 stored IPv4-mapped.
+        let text = "\tfield:const void * skbaddr;\toffset:8;\tsize:8;\tsigned:0;
+\tfield:const void * skaddr;\toffset:16;\tsize:8;\tsigned:0;
+\tfield:int state;\toffset:24;\tsize:4;\tsigned:1;
+\tfield:__u16 sport;\toffset:28;\tsize:2;\tsigned:0;
+\tfield:__u16 dport;\toffset:30;\tsize:2;\tsigned:0;
+\tfield:__u8 saddr[4];\toffset:32;\tsize:4;\tsigned:0;
+\tfield:__u8 daddr[4];\toffset:36;\tsize:4;\tsigned:0;
+\tfield:__u8 saddr_v6[16];\toffset:40;\tsize:16;\tsigned:0;
+\tfield:__u8 daddr_v6[16];\toffset:56;\tsize:16;\tsigned:0;";
+        let f = fields(&parse_format(text), "tcp_retransmit_skb").unwrap();
+        assert_eq!((f.family, f.dport, f.peer, f.err), (0, 30, 56, 0));
+        let mut ev = PeerEvent {
+            kind: PEER_RETRANSMIT,
+            layout: LAYOUT_FIELDS as u16,
+            dport: 8080,
+            ..PeerEvent::default()
+        };
+        ev.peer[..16].copy_from_slice(&Ipv4Addr::new(10, 1, 2, 3).to_ipv6_mapped().octets());
+        let (_, peer) = decode(&ev).unwrap();
+        assert_eq!(peer.as_deref(), Some("10.1.2.3:8080"));
+        ev.peer[..16].copy_from_slice(&"fd00::7".parse::<Ipv6Addr>().unwrap().octets());
+        assert_eq!(decode(&ev).unwrap().1.as_deref(), Some("[fd00::7]:8080"));
     }
 
     #[test]
