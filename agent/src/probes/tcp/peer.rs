@@ -209,7 +209,7 @@ mod tests {
         assert_eq!((f.family, f.dport, f.peer, f.err), (0, 30, 56, 0));
         let mut ev = PeerEvent {
             kind: PEER_RETRANSMIT,
-            layout: LAYOUT_FIELDS as u16,
+            layout: LAYOUT_FIELDS,
             dport: 8080,
             ..PeerEvent::default()
         };
