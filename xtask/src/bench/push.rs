@@ -203,7 +203,9 @@ fn print_report(results: &[Vec<Cpu>], rw_requests: usize, otlp_requests: usize) 
         "prometheus --agent", peer
     );
     println!();
-    println!("  requests received: remote write {rw_requests}, OTLP {otlp_requests}");
+    println!(
+        "  requests received: remote write {rw_requests} (the agent's and prometheus --agent's), OTLP {otlp_requests}"
+    );
     for (i, what) in [(1, "remote write"), (2, "OTLP/HTTP")] {
         let added = agent[i] - agent[0];
         let verdict = if added < TARGET_ADDED_PERCENT {
