@@ -3,9 +3,12 @@
 //! our own must show up exactly, by device and operation, in the queue and
 //! device histograms and in the size buckets; bpftrace counting
 //! block_rq_complete and the kernel's /proc/diskstats (the agent's diskstats
-//! collector) must agree.
+//! collector) must agree. With container labels, a fake pod's I/O carries
+//! exactly its labels.
 
-use tests::{Agent, Bpftrace, Exposition, LoopDevice, Workload};
+use std::os::unix::fs::MetadataExt;
+use std::time::Duration;
+use tests::{Agent, Bpftrace, Exposition, LoopDevice, Pod, PodLogs, Workload};
 
 const READS: u64 = 40;
 const WRITES: u64 = 24;
@@ -191,4 +194,106 @@ fn pid_mode(path: Path) {
         .map(|s| s.value)
         .sum();
     assert_eq!(other_devices, 0.0, "I/O of other processes counted");
+}
+
+/// Container labels on: a process in a fake pod does READS reads and WRITES
+/// writes, a host process HOST_READS and HOST_WRITES on the same device;
+/// each set counts exactly under its own labels (the host's empty), sizes
+/// included, and nothing is folded. When the pod's cgroup is removed,
+/// its keys leave the kernel's map and, after the retention, its series go.
+#[test]
+fn container_io_carries_its_pod_and_host_io_stays_unlabelled() {
+    container_mode(Path::Direct);
+}
+
+/// The same through mq-deadline: the request is claimed at insert, in the
+/// pod's context, and keeps its pod when a kworker issues it.
+#[test]
+fn scheduled_container_io_keeps_its_pod_when_a_kworker_issues_it() {
+    container_mode(Path::Scheduled);
+}
+
+fn container_mode(path: Path) {
+    const HOST_READS: u64 = 7;
+    const HOST_WRITES: u64 = 5;
+    let disk = loop_device(path);
+    let dev = disk.name();
+    let logs = PodLogs::new(match path {
+        Path::Direct => "block-direct",
+        Path::Scheduled => "block-scheduled",
+    });
+    let mut pod = Pod::create(logs.path(), "store", "db", false);
+    let cgroup = std::fs::metadata(&pod.cgroup).unwrap().ino() as u32;
+    let agent = logs.agent(&["--probes", "block", "--container-retention-secs", "1"]);
+    let io = |reads: u64, writes: u64| {
+        Workload::start(&[
+            "blockio",
+            &disk.path,
+            &reads.to_string(),
+            &writes.to_string(),
+        ])
+    };
+    let w = io(READS, WRITES);
+    pod.enter(&w.pid());
+    w.go();
+    io(HOST_READS, HOST_WRITES).go();
+    let e = agent.scrape();
+    let host = [("namespace", ""), ("pod", ""), ("container", "")];
+    for (who, labels, reads, writes) in [
+        ("pod", &pod.labels(), READS, WRITES),
+        ("host", &host, HOST_READS, HOST_WRITES),
+    ] {
+        for (op, n, bytes) in [("read", reads, 4096.0), ("write", writes, 65536.0)] {
+            let mut l = labels.to_vec();
+            l.extend([("device", dev), ("op", op)]);
+            let get = |name: &str| e.value(&format!("{name}_count"), &l);
+            assert_eq!(get(DEVICE), n as f64, "{who} {op} completions");
+            assert_eq!(get(SIZE), n as f64, "{who} {op} sizes");
+            let sum = e.value(&format!("{SIZE}_sum"), &l);
+            assert_eq!(sum, n as f64 * bytes, "{who} {op} bytes");
+            match path {
+                Path::Direct => assert!(get(QUEUE) <= n as f64, "{who} {op} queue times"),
+                Path::Scheduled => assert_eq!(get(QUEUE), n as f64, "{who} {op} queue times"),
+            }
+        }
+    }
+    // Nothing else on the device, under any labels: none of its requests
+    // was lost (losses are node-wide, so other disks' are not asserted here).
+    let all = e.sum(&format!("{DEVICE}_count"), &[("device", dev)]);
+    let want = READS + WRITES + HOST_READS + HOST_WRITES;
+    assert_eq!(all, Some(want as f64), "the device's completions");
+    assert_eq!(e.value("ebpf_agent_block_devices_folded_total", &[]), 0.0);
+    let pod_keys = || {
+        let keys = tests::bpf_maps::block_hist_keys(agent.pid());
+        let mut ops: Vec<(u64, u32)> = keys
+            .iter()
+            .filter(|k| k.cgroup == cgroup)
+            .map(|k| (u64::from(k.dev), k.op))
+            .collect();
+        ops.sort();
+        ops
+    };
+    // Reads of the workload's own pages (another disk) may be the pod's too.
+    let on_disk: Vec<_> = pod_keys()
+        .into_iter()
+        .filter(|k| k.0 == disk.dev())
+        .collect();
+    assert_eq!(
+        on_disk,
+        [(disk.dev(), 0), (disk.dev(), 1)],
+        "the pod's (read, write) keys in the kernel"
+    );
+
+    // The pod ends: its keys are deleted from the kernel's map, and its
+    // series go after the 1 s retention.
+    pod.remove();
+    let e = agent.scrape_until(Duration::from_secs(10), |e| {
+        e.value("ebpf_agent_container_label_sets_retired_total", &[]) >= 1.0
+    });
+    assert_eq!(pod_keys(), [], "a gone pod's keys left in the kernel's map");
+    let count = format!("{DEVICE}_count");
+    let pod_series = e.matching(&count, &[("namespace", "store")]).count();
+    assert_eq!(pod_series, 0, "a retired pod's series");
+    let l = [host.as_slice(), &[("device", dev), ("op", "read")]].concat();
+    assert_eq!(e.value(&format!("{DEVICE}_count"), &l), HOST_READS as f64);
 }

@@ -26,12 +26,14 @@ pub fn op_of(cmd_flags: u32) -> u32 {
 }
 
 /// Histogram key: the disk's dev_t in the kernel's encoding (major << 20 |
-/// minor) and an `OP_*`.
+/// minor), an `OP_*`, and the low 32 bits of the submitting task's cgroup
+/// v2 id (0 without container attribution).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct BlockKey {
     pub dev: u32,
     pub op: u32,
+    pub cgroup: u32,
 }
 
 /// Byte-size buckets: 512 B, 1 KiB, ... 16 MiB (2^9..2^24), then +Inf.
@@ -87,12 +89,18 @@ pub struct Inflight {
     pub insert_ns: u64,
     /// `block_rq_issue` time, 0 while only inserted.
     pub issue_ns: u64,
+    /// The submitter's cgroup (low 32 bits), taken where the request is
+    /// claimed (insert, or a direct issue): a kworker may issue it later.
+    pub cgroup: u32,
+    pub _pad: u32,
 }
 
 impl Inflight {
     pub const IDLE: Inflight = Inflight {
         insert_ns: 0,
         issue_ns: 0,
+        cgroup: 0,
+        _pad: 0,
     };
 
     /// Inserted or issued, and not completed since.
@@ -129,6 +137,11 @@ pub const DISK_DIRECT: u32 = u32::MAX;
 pub const INFLIGHT_ENTRIES: u32 = 16384;
 /// (device, operation) histograms: 5 operations on up to ~200 disks.
 pub const HIST_ENTRIES: u32 = 1024;
+/// (device, operation, cgroup) histograms with container attribution: a
+/// cgroup doing I/O uses a few (one disk: read, write, flush). Preallocated
+/// per CPU (688 bytes each: 1.4 MiB per CPU), so not larger; a full map is
+/// counted (`histogram_map_full`), and gone cgroups' keys are deleted.
+pub const CGROUP_HIST_ENTRIES: u32 = 2048;
 
 crate::impl_pod!(BlockKey, BlockHist, Inflight, BlockOffsets);
 

@@ -3,7 +3,8 @@
 //! request pointer, and (dev, sector) collides: flushes have no sector, and a
 //! request may be requeued). Queue time runs insert -> issue, device time
 //! issue -> final completion; both are counted at completion, in place per
-//! CPU and (device, operation), with the request's size (see agent-common).
+//! CPU and (device, operation, cgroup of the submitter; 0 without container
+//! attribution), with the request's size (see agent-common).
 //!
 //! Each hook has two programs: tp_btf (`*_btf`), which reads the request by
 //! direct loads, and a raw tracepoint fallback for kernels that refuse
@@ -11,7 +12,7 @@
 //! its in-flight entry and one of its histogram.
 
 use crate::sched::BUCKET_NS;
-use crate::{counters, filter};
+use crate::{cgroup, counters, filter};
 use agent_common::block::{
     BlockHist, BlockKey, BlockOffsets, DISK_DIRECT, Inflight, Latency, op_of, size_index,
 };
@@ -52,7 +53,8 @@ static BLOCK_OFFSETS: Global<BlockOffsets> = Global::new(BlockOffsets {
 #[map]
 static BLOCK_INFLIGHT: LruHashMap<u64, Inflight> = LruHashMap::with_max_entries(1, 0);
 
-/// Per CPU and (device, operation); sized by the agent (HIST_ENTRIES).
+/// Per CPU and (device, operation, cgroup); sized by the agent
+/// (HIST_ENTRIES, or CGROUP_HIST_ENTRIES with container attribution).
 #[map]
 static BLOCK_HIST: PerCpuHashMap<BlockKey, BlockHist> = PerCpuHashMap::with_max_entries(1, 0);
 
@@ -70,39 +72,54 @@ fn current_wanted() -> bool {
     filter::all() || filter::wanted((bpf_get_current_pid_tgid() >> 32) as u32)
 }
 
+/// The low 32 bits of the current task's cgroup id (0: attribution off).
+#[inline(always)]
+fn current_cgroup() -> u32 {
+    cgroup::current() as u32
+}
+
 /// The request is queued (an I/O scheduler or a plug): its queue time starts.
-/// With `--pid`, this (the submitter's context) is where a request is claimed.
+/// With `--pid`, this (the submitter's context) is where a request is
+/// claimed, and where its cgroup is taken.
 #[inline(always)]
 fn insert(rq: u64) {
     if !current_wanted() {
         return;
     }
     let t = now();
+    let cgroup = current_cgroup();
     match BLOCK_INFLIGHT.get_ptr_mut(rq) {
         Some(e) => unsafe {
             (*e).insert_ns = t;
             (*e).issue_ns = 0;
+            (*e).cgroup = cgroup;
         },
         None => first_seen(
             rq,
             Inflight {
                 insert_ns: t,
                 issue_ns: 0,
+                cgroup,
+                _pad: 0,
             },
         ),
     }
 }
 
 /// The request goes to the driver: device time starts. An inserted (or
-/// requeued) request is in flight already; one issued directly is claimed
-/// here when issued from a wanted process.
+/// requeued) request is in flight already and keeps its submitter's cgroup
+/// (a kworker may be the one issuing it); one issued directly is claimed
+/// here, with the current cgroup, when issued from a wanted process.
 #[inline(always)]
 fn issue(rq: u64) {
     let t = now();
     match BLOCK_INFLIGHT.get_ptr_mut(rq) {
         Some(e) => unsafe {
-            if (*e).in_flight() || current_wanted() {
+            if (*e).in_flight() {
                 (*e).issue_ns = t;
+            } else if current_wanted() {
+                (*e).issue_ns = t;
+                (*e).cgroup = current_cgroup();
             }
         },
         None if current_wanted() => first_seen(
@@ -110,6 +127,8 @@ fn issue(rq: u64) {
             Inflight {
                 insert_ns: 0,
                 issue_ns: t,
+                cgroup: current_cgroup(),
+                _pad: 0,
             },
         ),
         None => {}
@@ -161,6 +180,8 @@ fn complete<R: Reader>(rq: u64, nr_bytes: u32) {
     let Inflight {
         insert_ns,
         issue_ns,
+        cgroup,
+        ..
     } = *e;
     *e = Inflight::IDLE;
     if issue_ns == 0 {
@@ -171,6 +192,7 @@ fn complete<R: Reader>(rq: u64, nr_bytes: u32) {
     let Some(h) = hist(BlockKey {
         dev: req.dev,
         op: req.op,
+        cgroup,
     }) else {
         return;
     };

@@ -6,6 +6,7 @@
 //! the reason: nothing here skips silently.
 
 pub mod agent;
+pub mod bpf_maps;
 pub mod exposition;
 pub mod http;
 pub mod loop_device;

@@ -157,11 +157,16 @@ pub struct Resolver {
     other: Option<Slot>,
     memo: Option<(u32, Slot)>,
     counts: Counts,
-    /// Cgroups dropped as gone, with their slot, until a consumer takes
-    /// them (the run-queue probe deletes their kernel map entries). Only
-    /// kept once someone asked (`track_gone`), so nothing accumulates.
-    gone: Option<Vec<(u32, Slot)>>,
+    /// Cgroups dropped as gone, with their slot, one list per consumer
+    /// ([`GoneFeed`]: the run-queue and block probes delete their kernel map
+    /// entries) until it takes them. None asked, none kept.
+    gone: Vec<Vec<(u32, Slot)>>,
 }
+
+/// One consumer's list of gone cgroups ([`Attribution::track_gone`]): each
+/// consumer is told of every gone cgroup once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GoneFeed(usize);
 
 impl Attribution {
     pub fn new(opts: Options) -> Attribution {
@@ -187,7 +192,7 @@ impl Attribution {
                 other: None,
                 memo: None,
                 counts: Counts::default(),
-                gone: None,
+                gone: Vec::new(),
             }),
         }
     }
@@ -197,9 +202,12 @@ impl Attribution {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Start keeping the list [`Resolver::take_gone`] returns.
-    pub fn track_gone(&self) {
-        self.lock().gone.get_or_insert_with(Vec::new);
+    /// Start keeping a list of gone cgroups for a new consumer, who takes
+    /// it with [`Resolver::take_gone`].
+    pub fn track_gone(&self) -> GoneFeed {
+        let mut r = self.lock();
+        r.gone.push(Vec::new());
+        GoneFeed(r.gone.len() - 1)
     }
 
     /// Events attributed to the shared `other` label set (budget spent).
@@ -250,9 +258,13 @@ impl Resolver {
         slot
     }
 
-    /// Cgroups found gone since the last call, with the slot they had.
-    pub fn take_gone(&mut self) -> Vec<(u32, Slot)> {
-        self.gone.as_mut().map(std::mem::take).unwrap_or_default()
+    /// Cgroups found gone since this consumer's last call, with the slot
+    /// they had.
+    pub fn take_gone(&mut self, feed: GoneFeed) -> Vec<(u32, Slot)> {
+        self.gone
+            .get_mut(feed.0)
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     fn resolve(&mut self, cgroup: u32) -> Slot {
@@ -438,8 +450,8 @@ impl Resolver {
             }
             keep
         });
-        if let Some(list) = &mut self.gone {
-            list.extend(gone);
+        for list in &mut self.gone {
+            list.extend_from_slice(&gone);
         }
         for slot in released {
             let e = &mut self.slots[slot.index as usize];
@@ -694,6 +706,7 @@ mod tests {
         let f = Fixture::new("retire");
         let (id, dir) = f.container("cart-0", "redis", 0x03);
         let a = f.attribution(10);
+        let (runq, block) = (a.track_gone(), a.track_gone());
         let slot = a.lock().slot(id);
         let now = Instant::now();
         a.housekeep(now);
@@ -706,6 +719,10 @@ mod tests {
         );
         a.housekeep(now);
         assert!(a.lock().cgroups.is_empty());
+        // Every consumer is told, once.
+        assert_eq!(a.lock().take_gone(runq), [(id, slot)]);
+        assert_eq!(a.lock().take_gone(block), [(id, slot)]);
+        assert_eq!(a.lock().take_gone(block), []);
         assert_eq!(values(&a, slot), None, "retired (retention 0)");
         assert_eq!(a.lock().counts.retired, 1);
         // The container comes back (a new cgroup): a new generation of the slot.

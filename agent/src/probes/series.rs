@@ -127,7 +127,7 @@ mod tests {
                 ("sched", 26, 25),
                 ("oom", 66, 65),
                 ("process", 38, 38),
-                ("block", 70_656, 0)
+                ("block", 70_657, 552)
             ]
         );
         let docs = include_str!("../../../docs/metrics.md");

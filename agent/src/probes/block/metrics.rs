@@ -1,5 +1,6 @@
 //! The block probe's metric families: queue time, device time and size, per
-//! device and operation.
+//! container (with attribution), device and operation; and what the rows'
+//! budget folded.
 
 use super::Block;
 use crate::histogram::{ns_to_seconds, seconds_buckets};
@@ -8,6 +9,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 pub(super) struct BlockCollector(pub Arc<Block>);
@@ -27,12 +29,21 @@ fn size_buckets(counts: &[u64; SIZE_BOUNDS + 1]) -> Vec<(f64, u64)> {
         .collect()
 }
 
+/// A row's labels: its container's, then device and op.
+fn labels(r: &super::Row) -> crate::k8s::Labels {
+    let mut l = r.labels.clone();
+    l.push(("device", Cow::Owned(r.device.clone())));
+    l.push(("op", Cow::Borrowed(r.op)));
+    l
+}
+
 /// A latency family: name, help, and which of a row's histograms it shows.
 type LatencyFamily = (&'static str, &'static str, fn(&super::Row) -> &Latency);
 
 impl Collector for BlockCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
-        let rows = self.0.rows();
+        let (rows, folded) = self.0.rows();
+        let labels: Vec<_> = rows.iter().map(labels).collect();
         let latency: [LatencyFamily; 2] = [
             (
                 "block_io_queue",
@@ -48,10 +59,9 @@ impl Collector for BlockCollector {
         for (name, help, of) in latency {
             let mut m =
                 enc.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Histogram)?;
-            for r in &rows {
+            for (r, labels) in rows.iter().zip(&labels) {
                 let h = of(r);
-                let labels = [("device", r.device.as_str()), ("op", r.op)];
-                m.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
+                m.encode_family(labels)?.encode_histogram::<NoLabelSet>(
                     ns_to_seconds(u128::from(h.sum_ns)),
                     h.count,
                     &seconds_buckets(&h.buckets),
@@ -65,15 +75,21 @@ impl Collector for BlockCollector {
             Some(&Unit::Bytes),
             MetricType::Histogram,
         )?;
-        for r in &rows {
-            let labels = [("device", r.device.as_str()), ("op", r.op)];
-            m.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
+        for (r, labels) in rows.iter().zip(&labels) {
+            m.encode_family(labels)?.encode_histogram::<NoLabelSet>(
                 r.hist.size_sum as f64,
                 r.hist.device.count,
                 &size_buckets(&r.hist.size),
                 None,
             )?;
         }
+        let mut m = enc.encode_descriptor(
+            "block_devices_folded",
+            "Block completions counted under device=\"other\",op=\"other\" because their container's series already named as many (device, op) pairs as the budget allows",
+            None,
+            MetricType::Counter,
+        )?;
+        m.encode_counter::<NoLabelSet, _, u64>(&folded, None)?;
         Ok(())
     }
 }

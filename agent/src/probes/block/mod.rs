@@ -1,18 +1,22 @@
 //! Block I/O latency probe, userspace side (kernel side: agent-ebpf/src/block.rs;
 //! records: agent-common/src/block.rs; test: tests/block.rs). The kernel
-//! aggregates per CPU and (device, operation): block I/O can reach a million
-//! requests a second, too many to stream. The collector sums the CPUs at
-//! scrape time and names devices as /proc/diskstats does.
+//! aggregates per CPU and (device, operation, cgroup): block I/O can reach a
+//! million requests a second, too many to stream. The collector sums the
+//! CPUs at scrape time, adds the growth to each container's rows (rows.rs)
+//! and names devices as /proc/diskstats does.
 
 mod devices;
 mod metrics;
+mod rows;
 pub(crate) mod view;
 
 use super::series::{Series, SeriesInputs};
 use super::{Loss, Prepare, Probe, Running, Start, lock};
 use crate::bpf::LoadPlan;
+use crate::k8s::Labels;
 use agent_common::block::{
-    BlockHist, BlockKey, BlockOffsets, DISK_DIRECT, HIST_ENTRIES, INFLIGHT_ENTRIES, SIZE_BOUNDS,
+    BlockHist, BlockKey, BlockOffsets, CGROUP_HIST_ENTRIES, DISK_DIRECT, HIST_ENTRIES,
+    INFLIGHT_ENTRIES, SIZE_BOUNDS,
 };
 use agent_common::counters;
 use anyhow::{Context, Result};
@@ -20,6 +24,7 @@ use aya::Ebpf;
 use aya::maps::{MapData, PerCpuHashMap};
 use devices::Devices;
 use prometheus_client::collector::Collector;
+use rows::{Attributed, CONTAINER_ROWS, DEV_OTHER, HOST_ROWS, Rows};
 use std::sync::{Arc, Mutex};
 
 pub(crate) const PROBE: Probe = Probe {
@@ -49,13 +54,15 @@ pub(crate) const PROBE: Probe = Probe {
     render: Some(view::render),
 };
 
-/// Per (device, op) key the kernel's map can hold: two latency histograms
-/// and the size histogram (its bounds, +Inf, _sum, _count). No container
-/// labels.
+/// Per (device, op) row (the host's: as many as the kernel's map holds
+/// without attribution; a container's: CONTAINER_ROWS, the folded one
+/// included): two latency histograms and the size histogram (its bounds,
+/// +Inf, _sum, _count). The host's also has the folded-completions counter.
 fn series(i: &SeriesInputs) -> Series {
+    let row = 2 * i.histogram + SIZE_BOUNDS as u64 + 3;
     Series {
-        host: u64::from(HIST_ENTRIES) * (2 * i.histogram + SIZE_BOUNDS as u64 + 3),
-        per_container: 0,
+        host: HOST_ROWS as u64 * row + 1,
+        per_container: CONTAINER_ROWS as u64 * row,
     }
 }
 
@@ -80,7 +87,11 @@ fn prepare(p: &Prepare<'_>, plan: &mut LoadPlan) -> Result<()> {
     };
     plan.global("BLOCK_OFFSETS", &offsets);
     plan.map_size("BLOCK_INFLIGHT", INFLIGHT_ENTRIES);
-    plan.map_size("BLOCK_HIST", HIST_ENTRIES);
+    let keys = match p.opts.attribution {
+        Some(_) => CGROUP_HIST_ENTRIES,
+        None => HIST_ENTRIES,
+    };
+    plan.map_size("BLOCK_HIST", keys);
     Ok(())
 }
 
@@ -93,71 +104,78 @@ const HOOKS: [(&str, &str); 4] = [
     ("block_rq_issue", "block_rq_issue"),
 ];
 
-fn start(ebpf: &mut Ebpf, _s: &mut Start<'_>) -> Result<Box<dyn Running>> {
+fn start(ebpf: &mut Ebpf, s: &mut Start<'_>) -> Result<Box<dyn Running>> {
     super::attach_btf_or_raw(ebpf, "block", &HOOKS)?;
     let map = ebpf.take_map("BLOCK_HIST").context("BLOCK_HIST missing")?;
     Ok(Box::new(Arc::new(Block {
         map: Mutex::new(PerCpuHashMap::try_from(map)?),
         devices: Mutex::new(Devices::new(std::path::Path::new("/proc"))),
+        attributed: s.opts.attribution.as_ref().map(|a| Attributed {
+            gone: a.track_gone(),
+            attribution: a.clone(),
+        }),
+        rows: Mutex::default(),
     })))
 }
 
-/// The running probe: the kernel's histograms and the device names.
+/// The running probe: the kernel's histograms, the rows they grew into and
+/// the device names.
 struct Block {
     map: Mutex<PerCpuHashMap<MapData, BlockKey, BlockHist>>,
     devices: Mutex<Devices>,
+    attributed: Option<Attributed>,
+    rows: Mutex<Rows>,
 }
 
-/// One (device, operation) row, CPUs summed.
+/// One (container, device, operation) row, CPUs summed.
 pub(crate) struct Row {
+    /// Container labels (none without attribution).
+    pub labels: Labels,
     pub device: String,
     pub op: &'static str,
     pub hist: BlockHist,
 }
 
 impl Block {
-    /// Every (device, operation) seen so far, sorted; unreadable entries are
-    /// skipped (a scrape racing a new key).
-    fn rows(&self) -> Vec<Row> {
-        let totals: Vec<(BlockKey, BlockHist)> = lock(&self.map)
+    /// Every row of a live label set, sorted; unreadable entries are
+    /// skipped (a scrape racing a new key). Also the completions folded so far.
+    fn rows(&self) -> (Vec<Row>, u64) {
+        let mut map = lock(&self.map);
+        let totals: Vec<(BlockKey, BlockHist)> = map
             .iter()
             .filter_map(Result::ok)
-            .map(|(k, per_cpu)| (k, sum(per_cpu.iter())))
+            .map(|(k, per_cpu)| (k, rows::sum(per_cpu.iter())))
             .collect();
+        let mut rows = lock(&self.rows);
+        for key in rows.update(totals, self.attributed.as_ref()) {
+            let _ = map.remove(&key);
+        }
+        drop(map);
+        let labeler = crate::k8s::labeler(self.attributed.as_ref().map(|a| &*a.attribution));
         let mut devices = lock(&self.devices);
-        let mut rows: Vec<Row> = totals
-            .into_iter()
-            .map(|(k, hist)| Row {
-                device: devices.name(k.dev),
-                op: agent_common::block::OP_NAMES
-                    .get(k.op as usize)
-                    .copied()
-                    .unwrap_or("other"),
-                hist,
-            })
-            .collect();
-        rows.sort_by(|a, b| (&a.device, a.op).cmp(&(&b.device, b.op)));
-        rows
-    }
-}
-
-/// Sum of per-CPU histograms.
-fn sum<'a>(per_cpu: impl Iterator<Item = &'a BlockHist>) -> BlockHist {
-    let mut t = BlockHist::ZERO;
-    for h in per_cpu {
-        for (into, from) in [(&mut t.queue, &h.queue), (&mut t.device, &h.device)] {
-            for (a, b) in into.buckets.iter_mut().zip(from.buckets) {
-                *a += b;
+        let mut out = Vec::new();
+        for (slot, by_key) in rows.iter() {
+            let Some(labels) = labeler.labels(slot) else {
+                continue; // retired label set
+            };
+            for (&(dev, op), hist) in by_key {
+                out.push(Row {
+                    labels: labels.clone(),
+                    device: match dev {
+                        DEV_OTHER => "other".to_string(),
+                        dev => devices.name(dev),
+                    },
+                    op: agent_common::block::OP_NAMES
+                        .get(op as usize)
+                        .copied()
+                        .unwrap_or("other"),
+                    hist: *hist,
+                });
             }
-            into.count += from.count;
-            into.sum_ns += from.sum_ns;
         }
-        for (a, b) in t.size.iter_mut().zip(h.size) {
-            *a += b;
-        }
-        t.size_sum += h.size_sum;
+        out.sort_by(|a, b| (&a.labels, &a.device, a.op).cmp(&(&b.labels, &b.device, b.op)));
+        (out, rows.folded())
     }
-    t
 }
 
 impl Running for Arc<Block> {
@@ -167,32 +185,5 @@ impl Running for Arc<Block> {
 
     fn attach_view(&self) -> Option<Box<dyn super::AttachView>> {
         Some(Box::new(view::BlockView::new(self.clone())))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cpus_sum_per_field() {
-        let mut a = BlockHist::ZERO;
-        a.queue.buckets[1] = 2;
-        a.queue.count = 2;
-        a.device.count = 3;
-        a.device.sum_ns = 30;
-        a.size[3] = 3;
-        a.size_sum = 12288;
-        let t = sum([a, a].iter());
-        assert_eq!(
-            (
-                t.queue.buckets[1],
-                t.queue.count,
-                t.device.count,
-                t.device.sum_ns
-            ),
-            (4, 4, 6, 60)
-        );
-        assert_eq!((t.size[3], t.size_sum), (6, 24576));
     }
 }

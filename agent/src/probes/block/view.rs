@@ -40,7 +40,8 @@ impl BlockView {
 
 impl AttachView for BlockView {
     fn fill(&mut self, snap: &mut Snapshot, _secs: f64) {
-        let rows = self.block.rows().into_iter().map(|r| {
+        // Attach mode has no container labels: one row per (device, op).
+        let rows = self.block.rows().0.into_iter().map(|r| {
             let count = r.hist.device.count;
             let last = self.last.insert((r.device.clone(), r.op), count);
             BlockRow {

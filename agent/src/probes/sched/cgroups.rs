@@ -6,7 +6,7 @@
 //! taken and its map entry deleted.
 
 use crate::by_slot::BySlot;
-use crate::k8s::{Attribution, Labels, Slot};
+use crate::k8s::{Attribution, GoneFeed, Labels, Slot};
 use agent_common::sched::RunqHist;
 use aya::maps::{MapData, PerCpuHashMap};
 use std::collections::HashMap;
@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 pub(super) struct CgroupRunq {
     map: Mutex<PerCpuHashMap<MapData, u32, RunqHist>>,
     attribution: Arc<Attribution>,
+    gone: GoneFeed,
     state: Mutex<State>,
 }
 
@@ -30,9 +31,9 @@ impl CgroupRunq {
         map: PerCpuHashMap<MapData, u32, RunqHist>,
         attribution: Arc<Attribution>,
     ) -> Self {
-        attribution.track_gone();
         CgroupRunq {
             map: Mutex::new(map),
+            gone: attribution.track_gone(),
             attribution,
             state: Mutex::default(),
         }
@@ -47,7 +48,12 @@ impl CgroupRunq {
         // Taken before the map is read: a gone cgroup's entry read below is
         // final. Gone cgroups keep the slot they had (the resolver may have
         // dropped them already).
-        let gone: HashMap<u32, Slot> = self.attribution.lock().take_gone().into_iter().collect();
+        let gone: HashMap<u32, Slot> = self
+            .attribution
+            .lock()
+            .take_gone(self.gone)
+            .into_iter()
+            .collect();
         // Read without the resolver's lock: the drains need it, and reading
         // the map is a syscall per entry.
         let totals: Vec<(u32, RunqHist)> = map
@@ -100,7 +106,7 @@ pub(super) fn sum<'a>(per_cpu: impl Iterator<Item = &'a RunqHist>) -> RunqHist {
 }
 
 /// `into += now - before`, per field (the kernel's counters only grow).
-fn add_growth(into: &mut RunqHist, now: &RunqHist, before: &RunqHist) {
+pub(crate) fn add_growth(into: &mut RunqHist, now: &RunqHist, before: &RunqHist) {
     for ((i, n), b) in into.buckets.iter_mut().zip(now.buckets).zip(before.buckets) {
         *i += n.saturating_sub(b);
     }

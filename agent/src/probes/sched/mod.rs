@@ -17,6 +17,7 @@ use aya::Ebpf;
 use aya::maps::PerCpuHashMap;
 use aya::maps::{MapData, PerCpuArray};
 use cgroups::CgroupRunq;
+pub(crate) use cgroups::add_growth;
 use prometheus_client::collector::Collector;
 use std::sync::{Arc, Mutex};
 
