@@ -313,7 +313,12 @@ fn daemonset_keeps_the_documented_promises() {
         "/sys/fs/cgroup"
     );
     assert_eq!(config["container-labels"], "on");
-    assert!(c["env"].is_null(), "RUST_LOG would override log-level");
+    assert!(
+        !c["env"]
+            .as_array()
+            .is_some_and(|env| env.iter().any(|e| e["name"] == "RUST_LOG")),
+        "RUST_LOG would override log-level"
+    );
     let tracefs = mount("/sys/kernel/tracing");
     assert_eq!(
         volume(tracefs["name"].as_str().unwrap())["hostPath"]["path"],

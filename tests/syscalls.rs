@@ -190,7 +190,13 @@ fn the_smallest_ring_keeps_up_at_100k_syscalls_per_second() {
     });
     let (counted, lost) = (count(&e, GETPPID), dropped(&e));
     eprintln!("32 KiB ring at 100k/s: counted {counted}, dropped {lost}");
-    assert_eq!(counted + lost, N as f64);
+    // Drops are of any of the target's syscalls (its pacing sleeps too), so
+    // the calls counted plus the drops cover N and may pass it by a few.
+    assert!(counted <= N as f64, "counted {counted} of {N}");
+    assert!(
+        counted + lost >= N as f64,
+        "counted {counted} + dropped {lost}"
+    );
     assert!(lost < N as f64 * 0.01, "dropped {lost} of {N}");
 }
 

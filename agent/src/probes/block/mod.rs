@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 
 pub(crate) const PROBE: Probe = Probe {
     name: "block",
-    about: "block I/O latency (queue and device time) and size, by device and operation",
+    about: "block I/O latency (queue and device time) and size, by device, operation and container (the submitter's)",
     needs: "tp_btf or raw tracepoints block_rq_insert, block_rq_issue, block_rq_complete, block_rq_merge, kernel BTF",
     needs_tracefs: false,
     streams: false,
