@@ -61,6 +61,13 @@ pub fn parse_stat(text: &str) -> Result<Stat> {
     })
 }
 
+/// The machine's boot time, seconds since the epoch (btime of <procfs>/stat).
+pub(crate) fn boot_time(procfs: &Path) -> Result<u64> {
+    super::cpu::parse(&read(&procfs.join("stat"))?)?
+        .btime
+        .context("no btime in /proc/stat")
+}
+
 /// A soft limit from /proc/<pid>/limits; `unlimited` is RLIM_INFINITY
 /// (2^64-1), which is what the client libraries export too.
 pub fn soft_limit(limits: &str, name: &str) -> Option<f64> {
@@ -118,9 +125,7 @@ struct Units {
 impl Target {
     fn snapshot(&self, units: Units) -> Result<Snapshot> {
         let stat = parse_stat(&read(&self.dir.join("stat"))?)?;
-        let btime = super::cpu::parse(&read(&self.procfs.join("stat"))?)?
-            .btime
-            .context("no btime in /proc/stat")?;
+        let btime = boot_time(&self.procfs)?;
         let limits = read(&self.dir.join("limits"))?;
         let io = read(&self.dir.join("io")).ok();
         Ok(Snapshot {

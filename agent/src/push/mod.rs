@@ -88,34 +88,23 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
     Ok((k.to_string(), v.to_string()))
 }
 
-/// When this process started and when the machine booted, in ns since the
-/// epoch: the starts of cumulative OTLP points.
-fn process_start_ns(boot_ns: u64) -> u64 {
-    // /proc/self/stat's 22nd field: start time in clock ticks after boot
-    // (after the command name, which may hold spaces, in parentheses).
-    let ticks = std::fs::read_to_string("/proc/self/stat")
+/// When the machine booted and when this process started, in ns since the
+/// epoch (read as the process collector reads them): the starts of
+/// cumulative OTLP points. Without /proc: boot unknown (0), start now.
+fn boot_and_start_ns() -> (u64, u64) {
+    use crate::collectors::process::{boot_time, parse_stat};
+    let now = now_ms() as u64 * 1_000_000;
+    let Ok(boot) = boot_time(std::path::Path::new("/proc")) else {
+        return (0, now);
+    };
+    let boot_ns = boot * 1_000_000_000;
+    let start = std::fs::read_to_string("/proc/self/stat")
         .ok()
-        .and_then(|s| {
-            let after = &s[s.rfind(')')? + 2..];
-            after.split(' ').nth(19)?.parse::<u64>().ok()
+        .and_then(|s| parse_stat(&s).ok())
+        .map_or(now, |s| {
+            boot_ns + (s.start_ticks as f64 / crate::collectors::user_hz() * 1e9) as u64
         });
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    match ticks {
-        Some(t) if hz > 0 && boot_ns > 0 => boot_ns + t * 1_000_000_000 / hz as u64,
-        _ => now_ms() as u64 * 1_000_000,
-    }
-}
-
-fn boot_time_ns() -> u64 {
-    std::fs::read_to_string("/proc/stat")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("btime "))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-        })
-        .map_or(0, |s| s * 1_000_000_000)
+    (boot_ns, start)
 }
 
 /// Milliseconds since the Unix epoch.
@@ -238,8 +227,8 @@ impl Push {
         let otlp = (!o.otlp_endpoint.is_empty()).then(|| {
             let env = |k: &str| std::env::var(k).ok();
             let resource = otlp::resource(&host, &env, &args.push_external_label);
-            let boot = boot_time_ns();
-            otlp::Encoder::new(o.otlp_temporality, &resource, process_start_ns(boot), boot)
+            let (boot, start) = boot_and_start_ns();
+            otlp::Encoder::new(o.otlp_temporality, &resource, start, boot)
         });
         Ok(Some(Push {
             exporters,
