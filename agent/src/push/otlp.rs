@@ -282,10 +282,24 @@ impl Encoder {
         }
     }
 
-    /// The start of a delta point for a series first seen now, or None when
-    /// this first point only sets the reference.
-    fn first_delta_start(&self, series_start: u64) -> Option<u64> {
-        (series_start == self.agent_start_ns).then_some(series_start)
+    /// Delta temporality: remembers `now` for the series and returns what it
+    /// was at the previous push with the point's start (the previous push's
+    /// time), or for a series first seen, no previous and the series' start;
+    /// None when this first point only sets the reference (`node_*`).
+    fn delta(
+        &mut self,
+        name: &str,
+        labels: &Labels,
+        now: Previous,
+        series_start: u64,
+        seen: &mut HashSet<u64>,
+    ) -> Option<(Option<Previous>, u64)> {
+        let key = key(name, labels);
+        seen.insert(key);
+        match self.previous.insert(key, now) {
+            Some(p) => Some((Some(p), self.previous_ns)),
+            None => (series_start == self.agent_start_ns).then_some((None, series_start)),
+        }
     }
 
     fn numbers(
@@ -305,20 +319,16 @@ impl Encoder {
         {
             let (mut value, mut point_start) = (s.value, start);
             if counter && self.temporality == Temporality::Delta {
-                let key = key(f.name, &s.labels);
-                seen.insert(key);
-                let prev = self.previous.insert(key, Previous::Number(s.value));
-                match prev {
-                    // A counter that went down was reset: all of it is new.
-                    Some(Previous::Number(p)) if s.value >= p => {
-                        value = s.value - p;
-                        point_start = self.previous_ns;
-                    }
-                    Some(_) => point_start = self.previous_ns,
-                    None => match self.first_delta_start(start) {
-                        Some(st) => point_start = st,
-                        None => continue,
-                    },
+                let now = Previous::Number(s.value);
+                let Some((prev, st)) = self.delta(f.name, &s.labels, now, start, seen) else {
+                    continue;
+                };
+                point_start = st;
+                // A counter that went down was reset: all of it is new.
+                if let Some(Previous::Number(p)) = prev
+                    && s.value >= p
+                {
+                    value = s.value - p;
                 }
             }
             out.push(NumberDataPoint {
@@ -344,32 +354,28 @@ impl Encoder {
             let mut counts = h.counts();
             let (mut sum, mut count, mut point_start) = (h.sum, h.count(), start);
             if self.temporality == Temporality::Delta {
-                let key = key(f.name, &h.labels);
-                seen.insert(key);
                 let now = Previous::Histogram {
                     counts: counts.clone(),
                     sum,
                     count,
                 };
-                match self.previous.insert(key, now) {
-                    Some(Previous::Histogram {
-                        counts: pc,
-                        sum: ps,
-                        count: pn,
-                    }) if pn <= count
-                        && pc.len() == counts.len()
-                        && pc.iter().zip(&counts).all(|(p, c)| p <= c) =>
-                    {
-                        counts.iter_mut().zip(&pc).for_each(|(c, p)| *c -= p);
-                        sum -= ps;
-                        count -= pn;
-                        point_start = self.previous_ns;
-                    }
-                    Some(_) => point_start = self.previous_ns,
-                    None => match self.first_delta_start(start) {
-                        Some(st) => point_start = st,
-                        None => continue,
-                    },
+                let Some((prev, st)) = self.delta(f.name, &h.labels, now, start, seen) else {
+                    continue;
+                };
+                point_start = st;
+                // Any bucket or the count gone down: a reset, all of it is new.
+                if let Some(Previous::Histogram {
+                    counts: pc,
+                    sum: ps,
+                    count: pn,
+                }) = prev
+                    && pn <= count
+                    && pc.len() == counts.len()
+                    && pc.iter().zip(&counts).all(|(p, c)| p <= c)
+                {
+                    counts.iter_mut().zip(&pc).for_each(|(c, p)| *c -= p);
+                    sum -= ps;
+                    count -= pn;
                 }
             }
             out.push(HistogramDataPoint {
