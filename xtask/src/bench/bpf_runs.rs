@@ -71,6 +71,11 @@ impl ProgRuns {
         self.since(before).map(|r| r.ns).sum()
     }
 
+    /// Runs of all the programs since `before`.
+    pub fn total_runs_since(&self, before: &ProgRuns) -> u64 {
+        self.since(before).map(|r| r.count).sum()
+    }
+
     /// Each program's mean ns per run since `before`, summed: the cost of
     /// one pass through a workload that fires each hook once.
     pub fn per_run_sum_since(&self, before: &ProgRuns) -> f64 {
@@ -111,6 +116,7 @@ mod tests {
             .into_iter(),
         );
         assert_eq!(after.total_ns_since(&before), 2050);
+        assert_eq!(after.total_runs_since(&before), 11);
         // 2000 ns over 10 runs, plus 50 over 1; the idle program adds nothing.
         assert_eq!(after.per_run_sum_since(&before), 250.0);
     }
