@@ -34,6 +34,52 @@ impl LoadPlan {
         self.map_sizes.retain(|(n, _)| *n != name);
         self.map_sizes.push((name, entries));
     }
+
+    /// Sizes preallocated per-CPU map `name`: `wanted` entries of
+    /// `value_bytes` on every possible CPU, or fewer when that would take more
+    /// than `budget` bytes (logged). A size right for a 2-CPU VM takes
+    /// hundreds of MiB on a big node, charged to the agent's memory cgroup
+    /// (its container's limit) when the map is created. Returns the entries.
+    pub(crate) fn per_cpu_map_size(
+        &mut self,
+        name: &'static str,
+        wanted: u32,
+        value_bytes: usize,
+        budget: usize,
+    ) -> u32 {
+        let cpus = possible_cpus();
+        let entries = per_cpu_entries(wanted, value_bytes, budget, cpus);
+        if entries < wanted {
+            tracing::info!(
+                "{name}: {entries} keys instead of {wanted}, so that its values on {cpus} possible CPUs stay within {} MiB (a full map is counted)",
+                budget >> 20
+            );
+        }
+        self.map_size(name, entries);
+        entries
+    }
+}
+
+/// Keys a per-CPU map may preallocate: `wanted`, or as many values of
+/// `value_bytes` on `cpus` CPUs as fit in `budget`, but at least
+/// [`MIN_PER_CPU_ENTRIES`] (a node that big can afford them).
+pub(crate) fn per_cpu_entries(wanted: u32, value_bytes: usize, budget: usize, cpus: usize) -> u32 {
+    // The kernel rounds each CPU's value up to 8 bytes.
+    let per_key = value_bytes.next_multiple_of(8).max(8) * cpus.max(1);
+    let fit = u32::try_from(budget / per_key).unwrap_or(u32::MAX);
+    fit.max(MIN_PER_CPU_ENTRIES).min(wanted)
+}
+
+/// The fewest keys [`per_cpu_entries`] leaves a map.
+pub(crate) const MIN_PER_CPU_ENTRIES: u32 = 64;
+
+/// CPUs the kernel allocates per-CPU map values for (possible, not online).
+fn possible_cpus() -> usize {
+    aya::util::nr_cpus().unwrap_or_else(|(path, e)| {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        tracing::warn!("reading {path}: {e}; sizing per-CPU maps for {n} CPUs");
+        n
+    })
 }
 
 pub(crate) fn load(plan: &LoadPlan) -> Result<Ebpf> {
@@ -195,4 +241,39 @@ pub fn pid_max() -> u32 {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(4_194_304)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1 << 20;
+
+    #[test]
+    fn small_nodes_get_every_key_they_ask_for() {
+        assert_eq!(per_cpu_entries(2048, 688, 32 * MIB, 2), 2048);
+        assert_eq!(per_cpu_entries(1024, 272, 8 * MIB, 16), 1024);
+    }
+
+    #[test]
+    fn big_nodes_get_what_fits_the_budget() {
+        // 32 MiB / (688 B x 64 CPUs) = 762.
+        assert_eq!(per_cpu_entries(2048, 688, 32 * MIB, 64), 762);
+        const { assert!(762 * 688 * 64 <= 32 * MIB && 763 * 688 * 64 > 32 * MIB) };
+        // 8 MiB / (272 B x 128 CPUs) = 240.
+        assert_eq!(per_cpu_entries(1024, 272, 8 * MIB, 128), 240);
+    }
+
+    #[test]
+    fn never_below_the_minimum_and_odd_values_round_up() {
+        assert_eq!(
+            per_cpu_entries(2048, 688, 32 * MIB, 8192),
+            MIN_PER_CPU_ENTRIES
+        );
+        // 12-byte values take 16 bytes a CPU: 1024 / 16 = 64 on one CPU.
+        assert_eq!(per_cpu_entries(1000, 12, 1024, 1), 64);
+        assert_eq!(per_cpu_entries(1000, 12, 4096, 0), 256);
+        // Never more than asked for, even below the minimum.
+        assert_eq!(per_cpu_entries(10, 688, 0, 64), 10);
+    }
 }
