@@ -31,7 +31,7 @@ use super::bpf_runs::ProgRuns;
 use super::four_way::{CONFIGS, Config, Setup, spread};
 use super::{
     BenchArgs, agent_bin, interleaved, median, pin_current_thread, print_configs, print_machine,
-    require_bpftrace, require_root, scrape, workload_cpu,
+    print_verdict, reproduce_command, require_bpftrace, require_root, scrape, workload_cpu,
 };
 use anyhow::{Context, Result, bail};
 use std::net::SocketAddr;
@@ -271,15 +271,7 @@ fn print_report(args: &BenchArgs, cpu: usize, reads: u64, results: &[Vec<Measure
     let floor = prog(Config::Floor);
     let (peer, agent) = (prog(Config::Bpftrace), prog(Config::Agent));
     let ratio = (agent - floor) / (peer - floor);
-    let verdict = if ratio <= TARGET_VS_PEER {
-        "PASS"
-    } else {
-        "MISS"
-    };
-    println!(
-        "  {:<30} {ratio:>5.2}  (target <= {TARGET_VS_PEER:.2})  {verdict}",
-        "agent above floor / bpftrace's"
-    );
+    print_verdict("agent above floor / bpftrace's", ratio, TARGET_VS_PEER);
     println!(
         "  {:<30} {:>5.2}  (information: with the statistics' clock read on every run)",
         "agent run time / bpftrace's",
@@ -299,14 +291,7 @@ fn print_report(args: &BenchArgs, cpu: usize, reads: u64, results: &[Vec<Measure
         med(Config::Agent, |m| m.counted_per_read)
     );
     println!();
-    let mut cmd = format!(
-        "cargo xtask bench block --rounds {} --calls {}",
-        args.rounds, args.calls
-    );
-    if let Some(cpu) = args.cpu {
-        cmd.push_str(&format!(" --cpu {cpu}"));
-    }
-    println!("reproduce (as root): {cmd}");
+    println!("reproduce (as root): {}", reproduce_command("block", args));
 }
 
 /// The kernel's unbound workqueues confined to one CPU until dropped, when

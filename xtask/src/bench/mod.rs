@@ -12,6 +12,7 @@ mod bpf_runs;
 mod four_way;
 mod process;
 mod push;
+mod resets;
 mod sched;
 mod scrape;
 mod soak;
@@ -72,6 +73,8 @@ pub enum Benchmark {
     Block,
     /// CPU of pushing every second (remote write, OTLP), against a Prometheus agent scraping and forwarding.
     Push,
+    /// Cost per TCP reset of the tcp probe's reset programs, against bpftrace.
+    Resets,
 }
 
 pub fn bench(args: BenchArgs) -> Result<()> {
@@ -84,6 +87,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         Benchmark::Process => process::run(&args),
         Benchmark::Block => block::run(&args),
         Benchmark::Push => push::run(&args),
+        Benchmark::Resets => resets::run(&args),
     }
 }
 
@@ -555,6 +559,24 @@ pub fn print_configs(unit: &str, names: &[&str], stats: &[(f64, f64, f64)]) {
             100.0 * (bhi - blo) / bmed
         );
     }
+}
+
+/// The verdict line: `label  ratio  (target <= T)  PASS` or `MISS`.
+pub fn print_verdict(label: &str, ratio: f64, target: f64) {
+    let verdict = if ratio <= target { "PASS" } else { "MISS" };
+    println!("  {label:<30} {ratio:>5.2}  (target <= {target:.2})  {verdict}");
+}
+
+/// The command that repeats a run of benchmark `name` with these arguments.
+pub fn reproduce_command(name: &str, args: &BenchArgs) -> String {
+    let mut cmd = format!(
+        "cargo xtask bench {name} --rounds {} --calls {}",
+        args.rounds, args.calls
+    );
+    if let Some(cpu) = args.cpu {
+        cmd.push_str(&format!(" --cpu {cpu}"));
+    }
+    cmd
 }
 
 /// The lines every report starts with: kernel and CPU.

@@ -16,7 +16,8 @@
 use super::four_way::{CONFIGS, Config, Setup, spread};
 use super::{
     BenchArgs, agent_bin, interleaved, median, pin_current_thread, print_configs, print_machine,
-    process_cpu, process_rss, require_bpftrace, require_root, scrape, workload_cpu,
+    print_verdict, process_cpu, process_rss, reproduce_command, require_bpftrace, require_root,
+    scrape, workload_cpu,
 };
 use anyhow::{Context, Result};
 use std::net::SocketAddr;
@@ -254,15 +255,7 @@ fn print_report(args: &BenchArgs, cpu: usize, round_trips: u64, results: &[Vec<M
         );
     } else {
         let ratio = agent / peer;
-        let verdict = if ratio <= TARGET_VS_PEER {
-            "PASS"
-        } else {
-            "MISS"
-        };
-        println!(
-            "  {:<30} {ratio:>5.2}  (target <= {TARGET_VS_PEER:.2})  {verdict}",
-            "agent added / bpftrace added"
-        );
+        print_verdict("agent added / bpftrace added", ratio, TARGET_VS_PEER);
     }
     let floor = added(Config::Floor);
     if floor > 0.0 {
@@ -296,12 +289,5 @@ fn print_report(args: &BenchArgs, cpu: usize, round_trips: u64, results: &[Vec<M
         samples / (2 * round_trips) as f64
     );
     println!();
-    let mut cmd = format!(
-        "cargo xtask bench sched --rounds {} --calls {}",
-        args.rounds, args.calls
-    );
-    if let Some(cpu) = args.cpu {
-        cmd.push_str(&format!(" --cpu {cpu}"));
-    }
-    println!("reproduce (as root): {cmd}");
+    println!("reproduce (as root): {}", reproduce_command("sched", args));
 }

@@ -18,7 +18,7 @@
 use super::{
     BPFTRACE_ATTACH_WAIT, Background, BenchArgs, NOISY_SPREAD, READY_TIMEOUT, agent_bin,
     interleaved, median, min_max, pin_current_thread, print_machine, process_cpu, process_rss,
-    require_bpftrace, require_root, scrape, start_agent, workload_cpu,
+    reproduce_command, require_bpftrace, require_root, scrape, start_agent, workload_cpu,
 };
 use anyhow::{Context, Result, bail};
 use std::collections::BTreeMap;
@@ -500,7 +500,10 @@ fn print_report(args: &BenchArgs, cpu: usize, results: &[Vec<Measurement>]) {
     println!();
     print_agent_cost(&results[index_of(Config::Agent)], args.calls);
     println!();
-    println!("reproduce (as root): {}", reproduce_command(args));
+    println!(
+        "reproduce (as root): {}",
+        reproduce_command("syscalls", args)
+    );
 }
 
 /// Nothing changes between baseline rounds but the machine: a wide range
@@ -584,15 +587,4 @@ fn dropped_by_stage(costs: &[&AgentCost]) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn reproduce_command(args: &BenchArgs) -> String {
-    let mut cmd = format!(
-        "cargo xtask bench syscalls --rounds {} --calls {}",
-        args.rounds, args.calls
-    );
-    if let Some(cpu) = args.cpu {
-        cmd.push_str(&format!(" --cpu {cpu}"));
-    }
-    cmd
 }
