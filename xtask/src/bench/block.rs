@@ -108,7 +108,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let reads = (args.calls / CALLS_PER_READ).max(1000);
     let disk = harness::LoopDevice::in_memory(DEVICE_MIB);
     disk.set_scheduler(SCHEDULER);
-    let _workqueues = UnboundWorkqueues::confine(cpu);
+    let _workqueues = confine_workqueues(cpu);
     let _stats = harness::sysctl::BpfStats::set(true).context("kernel.bpf_stats_enabled")?;
     eprintln!(
         "xtask: bench block: {} rounds x {} configurations, {reads} reads each from {} ({SCHEDULER}) on CPU {cpu}",
@@ -294,43 +294,21 @@ fn print_report(args: &BenchArgs, cpu: usize, reads: u64, results: &[Vec<Measure
     println!("reproduce (as root): {}", reproduce_command("block", args));
 }
 
-/// The kernel's unbound workqueues confined to one CPU until dropped, when
-/// the kernel lets us (otherwise the loop's worker runs where it likes and
-/// the wall-clock figures are noisier; the verdict does not depend on it).
-struct UnboundWorkqueues(Option<String>);
-
-impl UnboundWorkqueues {
-    fn confine(cpu: usize) -> UnboundWorkqueues {
-        let was = match std::fs::read_to_string(WORKQUEUE_CPUMASK) {
-            Ok(was) => was.trim().to_string(),
-            Err(e) => {
-                eprintln!(
-                    "xtask: bench block: not confining workqueues ({WORKQUEUE_CPUMASK}: {e})"
-                );
-                return UnboundWorkqueues(None);
-            }
-        };
-        match std::fs::write(WORKQUEUE_CPUMASK, cpumask(cpu)) {
-            Ok(()) => {
-                eprintln!(
-                    "xtask: bench block: unbound workqueues on CPU {cpu} for the run (were {was})"
-                );
-                UnboundWorkqueues(Some(was))
-            }
-            Err(e) => {
-                eprintln!("xtask: bench block: not confining workqueues to CPU {cpu}: {e}");
-                UnboundWorkqueues(None)
-            }
+/// The kernel's unbound workqueues confined to `cpu` until the guard drops,
+/// when the kernel lets us (otherwise the loop's worker runs where it likes
+/// and the wall-clock figures are noisier; the verdict does not depend on it).
+fn confine_workqueues(cpu: usize) -> Option<harness::sysctl::Restore> {
+    match harness::sysctl::Restore::set(WORKQUEUE_CPUMASK, &cpumask(cpu)) {
+        Ok(guard) => {
+            eprintln!(
+                "xtask: bench block: unbound workqueues on CPU {cpu} for the run (were {})",
+                guard.was()
+            );
+            Some(guard)
         }
-    }
-}
-
-impl Drop for UnboundWorkqueues {
-    fn drop(&mut self) {
-        if let Some(was) = &self.0
-            && let Err(e) = std::fs::write(WORKQUEUE_CPUMASK, was)
-        {
-            eprintln!("xtask: could not restore {WORKQUEUE_CPUMASK} to {was}: {e}");
+        Err(e) => {
+            eprintln!("xtask: bench block: not confining workqueues ({WORKQUEUE_CPUMASK}): {e}");
+            None
         }
     }
 }
