@@ -2,7 +2,7 @@
 //! empty programs on the same hooks (the floor), the agent running only that
 //! probe, and a bpftrace peer; and how each is attached.
 
-use super::{BPFTRACE_ATTACH_WAIT, Background, READY_TIMEOUT, start_agent};
+use super::{Background, READY_TIMEOUT, start_agent, start_bpftrace};
 use anyhow::Result;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -84,12 +84,7 @@ impl Setup<'_> {
                 (p, Some(addr))
             }
             Config::Bpftrace => {
-                let mut cmd = Command::new("bpftrace");
-                cmd.args(["-e", self.bpftrace_program]);
-                let mut p = Background::spawn("bpftrace", cmd, libc::SIGINT)?;
-                p.wait_for_line(READY_TIMEOUT, |l| l.starts_with("Attaching"))?;
-                std::thread::sleep(BPFTRACE_ATTACH_WAIT);
-                p.check_running()?;
+                let p = start_bpftrace(self.bpftrace_program)?;
                 (p, None)
             }
         }))

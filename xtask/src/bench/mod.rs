@@ -561,6 +561,21 @@ pub fn print_configs(unit: &str, names: &[&str], stats: &[(f64, f64, f64)]) {
     }
 }
 
+/// Starts bpftrace running `program` and waits until its probes are
+/// attached. SIGINT stops it (it then prints its maps, which Background
+/// drains and discards).
+pub fn start_bpftrace(program: &str) -> Result<Background> {
+    let mut cmd = Command::new("bpftrace");
+    cmd.args(["-e", program]);
+    let mut p = Background::spawn("bpftrace", cmd, libc::SIGINT)
+        .context("`cargo xtask setup --test-tools` installs bpftrace")?;
+    p.wait_for_line(READY_TIMEOUT, |l| l.starts_with("Attaching"))?;
+    // "Attaching N probes..." comes before they are attached.
+    std::thread::sleep(BPFTRACE_ATTACH_WAIT);
+    p.check_running()?;
+    Ok(p)
+}
+
 /// The verdict line: `label  ratio  (target <= T)  PASS` or `MISS`.
 pub fn print_verdict(label: &str, ratio: f64, target: f64) {
     let verdict = if ratio <= target { "PASS" } else { "MISS" };

@@ -26,8 +26,8 @@
 
 use super::bpf_runs::ProgRuns;
 use super::{
-    BPFTRACE_ATTACH_WAIT, Background, BenchArgs, NOISY_SPREAD, READY_TIMEOUT, agent_bin,
-    interleaved, median, min_max, print_machine, process_cpu, require_root, scrape, start_agent,
+    Background, BenchArgs, NOISY_SPREAD, READY_TIMEOUT, agent_bin, interleaved, median, min_max,
+    print_machine, process_cpu, require_root, scrape, start_agent, start_bpftrace,
 };
 use anyhow::{Context, Result, bail};
 use std::path::Path;
@@ -178,13 +178,7 @@ fn attach(config: Config, agent: &Path) -> Result<Attached> {
         Config::Agent => return run(&[]),
         Config::Audit => return run(&["--exec-events", "/dev/null"]),
         Config::Bpftrace => {
-            let mut cmd = Command::new("bpftrace");
-            cmd.args(["-e", BPFTRACE_PROGRAM]);
-            let mut p = Background::spawn("bpftrace", cmd, libc::SIGINT)
-                .context("`cargo xtask setup --test-tools` installs bpftrace")?;
-            p.wait_for_line(READY_TIMEOUT, |l| l.starts_with("Attaching"))?;
-            std::thread::sleep(BPFTRACE_ATTACH_WAIT);
-            p.check_running()?;
+            let p = start_bpftrace(BPFTRACE_PROGRAM)?;
             (p, None)
         }
     }))

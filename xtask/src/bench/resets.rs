@@ -21,15 +21,14 @@
 
 use super::bpf_runs::ProgRuns;
 use super::{
-    BPFTRACE_ATTACH_WAIT, Background, BenchArgs, READY_TIMEOUT, agent_bin, interleaved, median,
-    min_max, pin_current_thread, print_machine, print_verdict, reproduce_command, require_bpftrace,
-    require_root, scrape, start_agent, workload_cpu,
+    Background, BenchArgs, agent_bin, interleaved, median, min_max, pin_current_thread,
+    print_machine, print_verdict, reproduce_command, require_bpftrace, require_root, scrape,
+    start_agent, start_bpftrace, workload_cpu,
 };
 use anyhow::{Context, Result, bail};
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The peer: resets by destination (ip, port), as the agent labels them.
@@ -137,12 +136,7 @@ fn measure(
             Some((p, Some(addr)))
         }
         Config::Bpftrace => {
-            let mut cmd = Command::new("bpftrace");
-            cmd.args(["-e", BPFTRACE_PROGRAM]);
-            let mut p = Background::spawn("bpftrace", cmd, libc::SIGINT)?;
-            p.wait_for_line(READY_TIMEOUT, |l| l.starts_with("Attaching"))?;
-            std::thread::sleep(BPFTRACE_ATTACH_WAIT);
-            p.check_running()?;
+            let p = start_bpftrace(BPFTRACE_PROGRAM)?;
             Some((p, None))
         }
     };

@@ -16,9 +16,9 @@
 //! See docs/benchmarks.md for how to read the results.
 
 use super::{
-    BPFTRACE_ATTACH_WAIT, Background, BenchArgs, NOISY_SPREAD, READY_TIMEOUT, agent_bin,
-    interleaved, median, min_max, pin_current_thread, print_machine, process_cpu, process_rss,
-    reproduce_command, require_bpftrace, require_root, scrape, start_agent, workload_cpu,
+    Background, BenchArgs, NOISY_SPREAD, READY_TIMEOUT, agent_bin, interleaved, median, min_max,
+    pin_current_thread, print_machine, process_cpu, process_rss, reproduce_command,
+    require_bpftrace, require_root, scrape, start_agent, start_bpftrace, workload_cpu,
 };
 use anyhow::{Context, Result, bail};
 use std::collections::BTreeMap;
@@ -227,14 +227,7 @@ fn attach(config: Config, agent: &Path) -> Result<Option<Attached>> {
             }
         }
         Config::Bpftrace => {
-            let mut cmd = Command::new("bpftrace");
-            cmd.args(["-e", BPFTRACE_PROGRAM]);
-            // SIGINT: bpftrace's normal stop; it then prints its maps, which
-            // Background drains and discards.
-            let mut p = Background::spawn("bpftrace", cmd, libc::SIGINT)?;
-            p.wait_for_line(READY_TIMEOUT, |l| l.starts_with("Attaching"))?;
-            std::thread::sleep(BPFTRACE_ATTACH_WAIT);
-            p.check_running()?;
+            let p = start_bpftrace(BPFTRACE_PROGRAM)?;
             Attached {
                 process: p,
                 metrics: None,
