@@ -39,14 +39,14 @@ impl LoadPlan {
     /// `value_bytes` on every possible CPU, or fewer when that would take more
     /// than `budget` bytes (logged). A size right for a 2-CPU VM takes
     /// hundreds of MiB on a big node, charged to the agent's memory cgroup
-    /// (its container's limit) when the map is created. Returns the entries.
+    /// (its container's limit) when the map is created.
     pub(crate) fn per_cpu_map_size(
         &mut self,
         name: &'static str,
         wanted: u32,
         value_bytes: usize,
         budget: usize,
-    ) -> u32 {
+    ) {
         let cpus = possible_cpus();
         let entries = per_cpu_entries(wanted, value_bytes, budget, cpus);
         if entries < wanted {
@@ -56,14 +56,13 @@ impl LoadPlan {
             );
         }
         self.map_size(name, entries);
-        entries
     }
 }
 
 /// Keys a per-CPU map may preallocate: `wanted`, or as many values of
 /// `value_bytes` on `cpus` CPUs as fit in `budget`, but at least
 /// [`MIN_PER_CPU_ENTRIES`] (a node that big can afford them).
-pub(crate) fn per_cpu_entries(wanted: u32, value_bytes: usize, budget: usize, cpus: usize) -> u32 {
+fn per_cpu_entries(wanted: u32, value_bytes: usize, budget: usize, cpus: usize) -> u32 {
     // The kernel rounds each CPU's value up to 8 bytes.
     let per_key = value_bytes.next_multiple_of(8).max(8) * cpus.max(1);
     let fit = u32::try_from(budget / per_key).unwrap_or(u32::MAX);
@@ -71,7 +70,7 @@ pub(crate) fn per_cpu_entries(wanted: u32, value_bytes: usize, budget: usize, cp
 }
 
 /// The fewest keys [`per_cpu_entries`] leaves a map.
-pub(crate) const MIN_PER_CPU_ENTRIES: u32 = 64;
+const MIN_PER_CPU_ENTRIES: u32 = 64;
 
 /// CPUs the kernel allocates per-CPU map values for (possible, not online).
 fn possible_cpus() -> usize {
