@@ -370,3 +370,89 @@ fn an_abortive_close_sends_and_receives_exactly_one_reset() {
         }
     }
 }
+
+/// Refused connects from this process to `dests`, one after the other.
+fn refuse_all(dests: &[SocketAddr]) {
+    for d in dests {
+        let err = TcpStream::connect_timeout(d, Duration::from_secs(5)).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{d}");
+    }
+}
+
+/// Once the destination budget is spent, the kernel counts resets itself:
+/// admitted destinations in its per-CPU map, new ones under "other" (the
+/// agent turns that on). Refused connects to 300 distinct loopback
+/// addresses, with a budget of 5, must still come out exact, and past the
+/// first few, no reset may reach the agent as a ring-buffer event.
+#[test]
+fn past_the_budget_resets_are_counted_in_the_kernel_exactly() {
+    const BUDGET: usize = 5;
+    const FIRST: usize = 10;
+    const MORE: usize = 290;
+    const AGAIN: usize = 50;
+    // Listening on 127.0.0.1:P keeps any wildcard listener off P, so nothing
+    // accepts on 127.1.x.y:P.
+    let held = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let dests: Vec<SocketAddr> = (0..(FIRST + MORE) as u16)
+        .map(|i| SocketAddr::from(([127, 1, (i >> 8) as u8, (i & 0xff) as u8 + 1], port)))
+        .collect();
+    let me = std::process::id().to_string();
+    let agent = Agent::start(&["--pid", &me, "--tcp-destination-budget", "5"]);
+    if !peers_counted(&agent) {
+        return;
+    }
+    let received = |e: &Exposition| {
+        e.sum("ebpf_agent_tcp_resets_total", &[("direction", "received")])
+            .unwrap_or(0.0)
+    };
+    let events = |e: &Exposition| e.value("ebpf_agent_events_received_total", &[("probe", "tcp")]);
+    // The first ten: five admitted, the agent spends its budget and turns
+    // the kernel's folding on.
+    refuse_all(&dests[..FIRST]);
+    let before = agent.scrape_until(Duration::from_secs(10), |e| {
+        received(e) >= FIRST as f64 && connects(e, "refused") >= FIRST as f64
+    });
+    assert_eq!(received(&before), FIRST as f64);
+    // New destinations (folded) and an admitted one again.
+    refuse_all(&dests[FIRST..]);
+    refuse_all(&vec![dests[0]; AGAIN]);
+    let total = FIRST + MORE + AGAIN;
+    let e = agent.scrape_until(Duration::from_secs(10), |e| {
+        received(e) >= total as f64 && connects(e, "refused") >= total as f64
+    });
+    assert_eq!(received(&e), total as f64);
+    assert_eq!(
+        resets(&e, "received", &dests[0].to_string()),
+        1.0 + AGAIN as f64
+    );
+    for d in &dests[1..BUDGET] {
+        assert_eq!(resets(&e, "received", &d.to_string()), 1.0, "{d}");
+    }
+    assert_eq!(
+        resets(&e, "received", "other"),
+        (FIRST + MORE - BUDGET) as f64
+    );
+    // Scrapes are this process's connects too (successes, past the budget).
+    let scrapes = e.value(
+        "ebpf_agent_tcp_connects_by_destination_total",
+        &[("destination", "other"), ("outcome", "success")],
+    );
+    assert_eq!(
+        e.value("ebpf_agent_tcp_destinations_folded_total", &[]) - scrapes,
+        2.0 * (FIRST + MORE - BUDGET) as f64,
+        "each folded destination: a connect and a reset"
+    );
+    // After the first ten, only the connects came through the ring.
+    let connected = |e: &Exposition| connects(e, "refused") + connects(e, "success");
+    let e = agent.scrape_until(Duration::from_secs(5), |e| {
+        events(e) - events(&before) == connected(e) - connected(&before)
+    });
+    assert_eq!(
+        events(&e) - events(&before),
+        connected(&e) - connected(&before),
+        "ring-buffer events besides the connects"
+    );
+    assert_no_drops(&e);
+    drop(held);
+}

@@ -56,5 +56,11 @@ pub const PROCESS_READ_FAILED: u32 = 18;
 /// Execs reported without their filename (unreadable record).
 pub const EXEC_FILENAME_UNREADABLE: u32 = 19;
 
+/// Not losses: retransmits, resets sent and resets received (three
+/// counters from here, in `PEER_*` kind order) the kernel counted under
+/// destination "other" itself, once the agent had spent the destination
+/// budget and turned `TCP_PEER_FOLD` on. The agent adds them to "other".
+pub const TCP_PEER_FOLDED: u32 = 20;
+
 /// Number of counters; the size of the `COUNTERS` map.
-pub const COUNT: u32 = 20;
+pub const COUNT: u32 = 23;

@@ -80,27 +80,33 @@ pub const PEER_RETRANSMIT: u16 = 1;
 pub const PEER_RESET_SENT: u16 = 2;
 pub const PEER_RESET_RECEIVED: u16 = 3;
 
-/// `PeerEvent::layout`: how `peer` holds the remote end.
-/// Separate fields (`family`, `dport` in host order, `peer` = `daddr_v6`, with
-/// IPv4 mapped into IPv6), as in `tcp_retransmit_skb` and `tcp_receive_reset`.
-pub const LAYOUT_FIELDS: u16 = 0;
+/// `PeerFields::layout`: how the record holds the remote end.
+/// Separate fields (`dport` in host order, `daddr_v6` with IPv4 mapped into
+/// IPv6), as in `tcp_retransmit_skb` and `tcp_receive_reset`.
+pub const LAYOUT_FIELDS: u32 = 0;
 /// A raw `sockaddr_in`/`sockaddr_in6` (`tcp_send_reset` since 6.10); all zero
 /// when the kernel had neither a full socket nor a packet to take it from.
-pub const LAYOUT_SOCKADDR: u16 = 1;
+pub const LAYOUT_SOCKADDR: u32 = 1;
 
-/// A retransmitted segment or a reset, with the remote end of its flow. These
-/// fire in softirq or timer context, where the current process is not the
-/// socket's: `--pid` mode filters on the sockets remembered at connect.
+/// A retransmitted segment's or a reset's kind and the remote end of its
+/// flow, as the kernel normalises it. It is the key of the kernel's per-CPU
+/// counts for destinations the agent admitted (`TCP_PEER_COUNTS`), and the
+/// ring-buffer record of one event for any other (the agent then admits the
+/// destination, or folds it). These fire in softirq or timer context, where
+/// the current process is not the socket's: `--pid` mode filters on the
+/// sockets remembered at connect.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PeerEvent {
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PeerKey {
     pub kind: u16,
-    pub layout: u16,
-    pub family: u16,
-    pub dport: u16,
-    /// Non-zero when a field could not be read (the peer is then unknown).
-    pub read_failed: u32,
-    pub peer: [u8; 28],
+    /// Remote port, host order.
+    pub port: u16,
+    /// Non-zero when the event has no address: its record could not be read
+    /// (counted in `peer_read_failed`), or a reset had neither a socket nor
+    /// a packet to take one from. `port` and `addr` are then zero.
+    pub unknown: u32,
+    /// Remote address: IPv6, or IPv4 mapped (`::ffff:a.b.c.d`).
+    pub addr: [u8; 16],
 }
 
 /// Where one tracepoint's record keeps the remote end.
@@ -111,7 +117,6 @@ pub struct PeerFields {
     /// LAYOUT_FIELDS or LAYOUT_SOCKADDR.
     pub layout: u32,
     /// LAYOUT_FIELDS only.
-    pub family: u32,
     pub dport: u32,
     /// `daddr_v6` (16 bytes), or the `daddr` sockaddr (28 bytes).
     pub peer: u32,
@@ -120,7 +125,6 @@ pub struct PeerFields {
     /// `err` of `tcp_retransmit_skb` (6.12+: it also fires for attempts that
     /// failed to send), or 0 when the record has none.
     pub err: u32,
-    pub _pad: u32,
 }
 
 /// Field offsets of `tcp:tcp_retransmit_skb`, `tcp:tcp_send_reset` and
@@ -133,4 +137,4 @@ pub struct PeerOffsets {
     pub reset_received: PeerFields,
 }
 
-crate::impl_pod!(PeerEvent, PeerOffsets);
+crate::impl_pod!(PeerKey, PeerOffsets);

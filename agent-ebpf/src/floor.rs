@@ -1,5 +1,6 @@
-//! Empty programs on the syscall, scheduler, process and block tracepoints: the benchmarks' cost floor (what
-//! attaching anything at all costs). Only `agent bench-floor` loads them.
+//! Empty programs on the syscall, scheduler, process, block and TCP reset
+//! tracepoints: the benchmarks' cost floor (what attaching anything at all
+//! costs). Only `agent bench-floor` loads them.
 
 use aya_ebpf::{
     macros::{raw_tracepoint, tracepoint},
@@ -73,5 +74,15 @@ pub fn floor_block_rq_complete(_ctx: RawTracePointContext) -> i32 {
 
 #[raw_tracepoint(tracepoint = "block_rq_merge")]
 pub fn floor_block_rq_merge(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+#[tracepoint(category = "tcp", name = "tcp_send_reset")]
+pub fn floor_tcp_send_reset(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[tracepoint(category = "tcp", name = "tcp_receive_reset")]
+pub fn floor_tcp_receive_reset(_ctx: TracePointContext) -> u32 {
     0
 }

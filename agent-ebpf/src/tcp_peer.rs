@@ -1,6 +1,13 @@
 //! TCP retransmits and resets on `tcp:tcp_retransmit_skb`, `tcp:tcp_send_reset`
-//! and `tcp:tcp_receive_reset`: one small ring-buffer event each, with the
-//! remote end of the flow; userspace labels and budgets the destinations.
+//! and `tcp:tcp_receive_reset`, by the remote end of the flow. Destinations
+//! the agent admitted are counted here, in a per-CPU map the agent fills
+//! with their keys; once the agent has spent its destination budget, it
+//! turns `TCP_PEER_FOLD` on and any other destination is counted here under
+//! "other". Only what neither covers (a destination not seen yet, while the
+//! budget lasts; an address that could not be read) travels to the agent as
+//! one small ring-buffer record, so a busy node's resets to ever-new
+//! ephemeral ports cost no record each.
+//!
 //! They fire in softirq or timer context, where the current task is whoever
 //! was running, so `--pid` mode filters on the sockets the target connected
 //! (remembered at SYN_SENT, forgotten at CLOSE), never on the current task,
@@ -9,17 +16,19 @@
 //! socket before it sends that reset).
 
 use crate::{counters, filter};
-use agent_common::counters::{TCP_OWNED_FULL, TCP_PEER_READ_FAILED, TCP_PEER_RINGBUF_DROPS};
+use agent_common::counters::{
+    TCP_OWNED_FULL, TCP_PEER_FOLDED, TCP_PEER_READ_FAILED, TCP_PEER_RINGBUF_DROPS,
+};
 use agent_common::tcp::{
-    LAYOUT_FIELDS, PEER_RESET_RECEIVED, PEER_RESET_SENT, PEER_RETRANSMIT, PeerEvent, PeerFields,
-    PeerOffsets, TCP_CLOSE,
+    AF_INET, AF_INET6, LAYOUT_FIELDS, PEER_RESET_RECEIVED, PEER_RESET_SENT, PEER_RETRANSMIT,
+    PeerFields, PeerKey, PeerOffsets, TCP_CLOSE,
 };
 use aya_ebpf::{
     Global,
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::bpf_get_current_pid_tgid,
     macros::{map, tracepoint},
-    maps::{HashMap, RingBuf},
+    maps::{Array, HashMap, PerCpuHashMap, RingBuf},
     programs::TracePointContext,
 };
 
@@ -29,32 +38,26 @@ static TCP_PEER_OFFSETS: Global<PeerOffsets> = Global::new(PeerOffsets {
     retransmit: PeerFields {
         skaddr: 16,
         layout: 0,
-        family: 32,
         dport: 30,
         peer: 58,
         state: 24,
         err: 76,
-        _pad: 0,
     },
     reset_sent: PeerFields {
         skaddr: 16,
         layout: 1,
-        family: 0,
         dport: 0,
         peer: 60,
         state: 24,
         err: 0,
-        _pad: 0,
     },
     reset_received: PeerFields {
         skaddr: 8,
         layout: 0,
-        family: 20,
         dport: 18,
         peer: 46,
         state: 0,
         err: 0,
-        _pad: 0,
     },
 });
 
@@ -64,10 +67,23 @@ static TCP_PEER_OFFSETS: Global<PeerOffsets> = Global::new(PeerOffsets {
 #[map]
 static TCP_OWNED: HashMap<u64, u32> = HashMap::with_max_entries(8192, 0);
 
+/// Events of the destinations the agent admitted (and of "unknown"), by
+/// key: the agent inserts the keys, the kernel only adds to them, nothing
+/// deletes them (admission is sticky), so the agent reads running totals
+/// and no increment can fall between a read and a reset. Sized at load.
+#[map]
+static TCP_PEER_COUNTS: PerCpuHashMap<PeerKey, u64> = PerCpuHashMap::with_max_entries(1, 0);
+
+/// Entry 0 is 1 while the agent's destination budget is spent and every
+/// admitted destination has its keys in `TCP_PEER_COUNTS`: a key missing
+/// from the map is then "other", counted here (`TCP_PEER_FOLDED`).
+#[map]
+static TCP_PEER_FOLD: Array<u32> = Array::with_max_entries(1, 0);
+
 #[map]
 static TCP_PEER_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
-/// A quarter of the ring (about 1 300 events) waiting wakes the agent early.
+/// A quarter of the ring (about 2 000 events) waiting wakes the agent early.
 const WAKEUP_BYTES: u64 = 64 * 1024;
 
 /// A target's socket entered SYN_SENT (called only in `--pid` mode).
@@ -109,8 +125,59 @@ fn wanted(ctx: &TracePointContext, f: &PeerFields, kind: u16) -> bool {
         && filter::wanted((bpf_get_current_pid_tgid() >> 32) as u32)
 }
 
+/// The event's kind and remote end, normalised: IPv4 mapped into IPv6 and
+/// the port in host order, whichever layout the record has.
 #[inline(always)]
-fn emit(ctx: &TracePointContext, f: &PeerFields, kind: u16) -> u32 {
+fn key(ctx: &TracePointContext, f: &PeerFields, kind: u16) -> PeerKey {
+    let mut key = PeerKey {
+        kind,
+        ..PeerKey::default()
+    };
+    if f.layout == LAYOUT_FIELDS {
+        // The record stores IPv4 mapped (5.10's has no `family` field at all).
+        match (read::<u16>(ctx, f.dport), read::<[u8; 16]>(ctx, f.peer)) {
+            (Some(port), Some(addr)) => {
+                key.port = port;
+                key.addr = addr;
+            }
+            _ => return unreadable(kind),
+        }
+        return key;
+    }
+    // sockaddr_in or sockaddr_in6, up to the end of sin6_addr: family in host
+    // order, port in network order.
+    let Some(sa) = read::<[u8; 24]>(ctx, f.peer) else {
+        return unreadable(kind);
+    };
+    match u16::from_ne_bytes([sa[0], sa[1]]) {
+        AF_INET => {
+            key.addr[10] = 0xff;
+            key.addr[11] = 0xff;
+            key.addr[12..16].copy_from_slice(&sa[4..8]);
+        }
+        AF_INET6 => key.addr.copy_from_slice(&sa[8..24]),
+        // All zero: a reset with neither a full socket nor a packet.
+        _ => {
+            key.unknown = 1;
+            return key;
+        }
+    }
+    key.port = u16::from_be_bytes([sa[2], sa[3]]);
+    key
+}
+
+#[inline(always)]
+fn unreadable(kind: u16) -> PeerKey {
+    counters::add(TCP_PEER_READ_FAILED, 1);
+    PeerKey {
+        kind,
+        unknown: 1,
+        ..PeerKey::default()
+    }
+}
+
+#[inline(always)]
+fn count(ctx: &TracePointContext, f: &PeerFields, kind: u16) -> u32 {
     // A retransmit that failed to leave (err != 0) sent nothing: the kernel's
     // TcpRetransSegs does not count it either.
     if f.err != 0 && read::<i32>(ctx, f.err) != Some(0) {
@@ -119,43 +186,21 @@ fn emit(ctx: &TracePointContext, f: &PeerFields, kind: u16) -> u32 {
     if !wanted(ctx, f, kind) {
         return 0;
     }
-    let Some(mut entry) = TCP_PEER_EVENTS.reserve::<PeerEvent>(0) else {
+    let key = key(ctx, f, kind);
+    if let Some(n) = TCP_PEER_COUNTS.get_ptr_mut(key) {
+        // Per-CPU: only this CPU writes it, with preemption off.
+        unsafe { *n += 1 };
+        return 0;
+    }
+    if key.unknown == 0 && TCP_PEER_FOLD.get(0) == Some(&1) {
+        counters::add(TCP_PEER_FOLDED + kind as u32 - 1, 1);
+        return 0;
+    }
+    let Some(mut entry) = TCP_PEER_EVENTS.reserve::<PeerKey>(0) else {
         counters::add(TCP_PEER_RINGBUF_DROPS, 1);
         return 0;
     };
-    let mut ev = PeerEvent {
-        kind,
-        layout: f.layout as u16,
-        ..PeerEvent::default()
-    };
-    let ok = if f.layout == LAYOUT_FIELDS as u32 {
-        // No family field before 5.11 (offset 0): userspace reads the address.
-        let family = if f.family == 0 {
-            Some(0)
-        } else {
-            read::<u16>(ctx, f.family)
-        };
-        match (
-            family,
-            read::<u16>(ctx, f.dport),
-            read::<[u8; 16]>(ctx, f.peer),
-        ) {
-            (Some(family), Some(dport), Some(addr)) => {
-                ev.family = family;
-                ev.dport = dport;
-                ev.peer[..16].copy_from_slice(&addr);
-                true
-            }
-            _ => false,
-        }
-    } else {
-        read::<[u8; 28]>(ctx, f.peer).map(|p| ev.peer = p).is_some()
-    };
-    if !ok {
-        ev.read_failed = 1;
-        counters::add(TCP_PEER_READ_FAILED, 1);
-    }
-    entry.write(ev);
+    entry.write(key);
     let flags = if TCP_PEER_EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES {
         BPF_RB_FORCE_WAKEUP
     } else {
@@ -167,17 +212,17 @@ fn emit(ctx: &TracePointContext, f: &PeerFields, kind: u16) -> u32 {
 
 #[tracepoint(category = "tcp", name = "tcp_retransmit_skb")]
 pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
-    emit(&ctx, &TCP_PEER_OFFSETS.load().retransmit, PEER_RETRANSMIT)
+    count(&ctx, &TCP_PEER_OFFSETS.load().retransmit, PEER_RETRANSMIT)
 }
 
 #[tracepoint(category = "tcp", name = "tcp_send_reset")]
 pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
-    emit(&ctx, &TCP_PEER_OFFSETS.load().reset_sent, PEER_RESET_SENT)
+    count(&ctx, &TCP_PEER_OFFSETS.load().reset_sent, PEER_RESET_SENT)
 }
 
 #[tracepoint(category = "tcp", name = "tcp_receive_reset")]
 pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
-    emit(
+    count(
         &ctx,
         &TCP_PEER_OFFSETS.load().reset_received,
         PEER_RESET_RECEIVED,

@@ -24,7 +24,7 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Watch one process live: attach to a PID, or run a command and trace it.
     Attach(AttachArgs),
-    /// Benchmark aid: attach empty programs to the syscall tracepoints and wait.
+    /// Benchmark aid: attach empty programs to the syscall (or other) tracepoints and wait.
     #[command(hide = true)]
     BenchFloor {
         /// Use the classic tracepoints instead of the raw ones the agent uses.
@@ -39,6 +39,9 @@ pub enum Command {
         /// The block tracepoints (block_rq_insert, _issue, _complete, _merge) instead.
         #[arg(long, conflicts_with_all = ["classic", "sched", "process"])]
         block: bool,
+        /// The TCP reset tracepoints (tcp_send_reset, tcp_receive_reset) instead.
+        #[arg(long, conflicts_with_all = ["classic", "sched", "process", "block"])]
+        tcp_resets: bool,
     },
 }
 

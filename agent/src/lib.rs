@@ -37,12 +37,7 @@ use cli::{Cli, Command};
 pub enum Invocation {
     Node(Box<config::Loaded>),
     Attach(cli::AttachArgs),
-    BenchFloor {
-        classic: bool,
-        sched: bool,
-        process: bool,
-        block: bool,
-    },
+    BenchFloor(node::FloorHooks),
 }
 
 impl Invocation {
@@ -62,12 +57,15 @@ impl Invocation {
                 sched,
                 process,
                 block,
-            }) => Invocation::BenchFloor {
-                classic,
-                sched,
-                process,
-                block,
-            },
+                tcp_resets,
+            }) => Invocation::BenchFloor(match () {
+                _ if classic => node::FloorHooks::ClassicSyscalls,
+                _ if sched => node::FloorHooks::Sched,
+                _ if process => node::FloorHooks::Process,
+                _ if block => node::FloorHooks::Block,
+                _ if tcp_resets => node::FloorHooks::TcpResets,
+                _ => node::FloorHooks::RawSyscalls,
+            }),
         })
     }
 }
@@ -85,11 +83,6 @@ pub async fn run(invocation: Invocation) -> anyhow::Result<()> {
             node::run(*config).await
         }
         Invocation::Attach(args) => attach::run(args).await,
-        Invocation::BenchFloor {
-            classic,
-            sched,
-            process,
-            block,
-        } => node::bench_floor(classic, sched, process, block).await,
+        Invocation::BenchFloor(hooks) => node::bench_floor(hooks).await,
     }
 }

@@ -180,47 +180,74 @@ pub async fn run(config: Loaded) -> Result<()> {
     }
 }
 
-/// Hidden `bench-floor`: empty programs on the syscall raw tracepoints (the
-/// agent's attach type; `--classic`: the classic tracepoints), so the
-/// benchmark can measure what attaching anything costs.
-pub async fn bench_floor(classic: bool, sched: bool, process: bool, block: bool) -> Result<()> {
+/// Where `bench-floor` attaches its empty programs.
+pub enum FloorHooks {
+    /// The syscall raw tracepoints (the agent's attach type).
+    RawSyscalls,
+    /// The classic syscall tracepoints.
+    ClassicSyscalls,
+    Sched,
+    Process,
+    Block,
+    TcpResets,
+}
+
+/// Hidden `bench-floor`: empty programs on the hooks a probe uses, so the
+/// benchmarks can measure what attaching anything there costs.
+pub async fn bench_floor(hooks: FloorHooks) -> Result<()> {
     let signals = shutdown::Signals::install()?;
     let mut ebpf = bpf::load_plain()?;
-    if block {
-        for tp in [
-            "block_rq_insert",
-            "block_rq_issue",
-            "block_rq_complete",
-            "block_rq_merge",
-        ] {
-            probes::attach_raw_tracepoint(&mut ebpf, &format!("floor_{tp}"), tp)?;
+    let raw = |ebpf: &mut aya::Ebpf, tps: &[&str]| -> Result<()> {
+        for tp in tps {
+            probes::attach_raw_tracepoint(ebpf, &format!("floor_{tp}"), tp)?;
         }
-    } else if process {
-        tracefs::ensure_mounted()?;
-        probes::attach_tracepoint(
+        Ok(())
+    };
+    match hooks {
+        FloorHooks::Block => raw(
             &mut ebpf,
-            "floor_process_exec",
-            "sched",
-            "sched_process_exec",
-        )?;
-        for tp in ["process_fork", "process_exit"] {
-            probes::attach_raw_tracepoint(
+            &[
+                "block_rq_insert",
+                "block_rq_issue",
+                "block_rq_complete",
+                "block_rq_merge",
+            ],
+        )?,
+        FloorHooks::Process => {
+            tracefs::ensure_mounted()?;
+            probes::attach_tracepoint(
                 &mut ebpf,
-                &format!("floor_{tp}"),
-                &format!("sched_{tp}"),
+                "floor_process_exec",
+                "sched",
+                "sched_process_exec",
             )?;
+            for tp in ["process_fork", "process_exit"] {
+                probes::attach_raw_tracepoint(
+                    &mut ebpf,
+                    &format!("floor_{tp}"),
+                    &format!("sched_{tp}"),
+                )?;
+            }
         }
-    } else if sched {
-        for tp in ["sched_wakeup", "sched_wakeup_new", "sched_switch"] {
-            probes::attach_raw_tracepoint(&mut ebpf, &format!("floor_{tp}"), tp)?;
+        FloorHooks::Sched => raw(
+            &mut ebpf,
+            &["sched_wakeup", "sched_wakeup_new", "sched_switch"],
+        )?,
+        FloorHooks::ClassicSyscalls => {
+            tracefs::ensure_mounted()?;
+            probes::attach_tracepoint(&mut ebpf, "floor_sys_enter", "raw_syscalls", "sys_enter")?;
+            probes::attach_tracepoint(&mut ebpf, "floor_sys_exit", "raw_syscalls", "sys_exit")?;
         }
-    } else if classic {
-        tracefs::ensure_mounted()?;
-        probes::attach_tracepoint(&mut ebpf, "floor_sys_enter", "raw_syscalls", "sys_enter")?;
-        probes::attach_tracepoint(&mut ebpf, "floor_sys_exit", "raw_syscalls", "sys_exit")?;
-    } else {
-        probes::attach_raw_tracepoint(&mut ebpf, "floor_raw_sys_enter", "sys_enter")?;
-        probes::attach_raw_tracepoint(&mut ebpf, "floor_raw_sys_exit", "sys_exit")?;
+        FloorHooks::TcpResets => {
+            tracefs::ensure_mounted()?;
+            for tp in ["tcp_send_reset", "tcp_receive_reset"] {
+                probes::attach_tracepoint(&mut ebpf, &format!("floor_{tp}"), "tcp", tp)?;
+            }
+        }
+        FloorHooks::RawSyscalls => {
+            probes::attach_raw_tracepoint(&mut ebpf, "floor_raw_sys_enter", "sys_enter")?;
+            probes::attach_raw_tracepoint(&mut ebpf, "floor_raw_sys_exit", "sys_exit")?;
+        }
     }
     println!("ready");
     signals.first().await;

@@ -129,6 +129,8 @@ pub struct TcpAggregate {
     destinations: HashMap<String, DestStats>,
     budget: usize,
     folded: u64,
+    /// Destinations admitted since `take_admitted` (for the kernel's map).
+    admitted: Vec<String>,
     /// Retransmits and resets, node-wide (or the target's in `--pid` mode).
     peer_totals: HashMap<PeerKind, u64>,
 }
@@ -142,6 +144,7 @@ impl TcpAggregate {
             destinations: HashMap::new(),
             budget,
             folded: 0,
+            admitted: Vec::new(),
             peer_totals: HashMap::new(),
         }
     }
@@ -159,35 +162,62 @@ impl TcpAggregate {
         }
         *stats.outcomes.entry(outcome).or_default() += 1;
         *self
-            .admit(destination(ev))
+            .admit(destination(ev), 1)
             .outcomes
             .entry(outcome)
             .or_default() += 1;
     }
 
-    /// A retransmit or reset with its peer (`None`: the kernel's record had
-    /// no address we could read, counted under "unknown").
-    pub fn record_peer(&mut self, kind: PeerKind, peer: Option<String>) {
-        *self.peer_totals.entry(kind).or_default() += 1;
+    /// `n` retransmits or resets with their peer (`None`: the kernel's
+    /// record had no address we could read, counted under "unknown").
+    pub fn record_peer(&mut self, kind: PeerKind, peer: Option<String>, n: u64) {
+        *self.peer_totals.entry(kind).or_default() += n;
         let dest = peer.unwrap_or_else(|| UNKNOWN.into());
-        *self.admit(dest).peer.entry(kind).or_default() += 1;
+        *self.admit(dest, n).peer.entry(kind).or_default() += n;
     }
 
-    /// The destination's stats, or "other"'s once the budget is spent.
-    fn admit(&mut self, dest: String) -> &mut DestStats {
-        // "other" and "unknown" take no place in the budget (it may be raised later).
-        let admitted = self.destinations.len()
+    /// `n` retransmits or resets the kernel counted under "other" itself,
+    /// to destinations it was told were past the budget.
+    pub fn record_folded(&mut self, kind: PeerKind, n: u64) {
+        *self.peer_totals.entry(kind).or_default() += n;
+        self.folded += n;
+        let other = self.destinations.entry(OTHER.into()).or_default();
+        *other.peer.entry(kind).or_default() += n;
+    }
+
+    /// Destinations admitted (not "other" or "unknown"), not counting those
+    /// two: they take no place in the budget.
+    fn admitted_count(&self) -> usize {
+        self.destinations.len()
             - [OTHER, UNKNOWN]
                 .iter()
                 .filter(|d| self.destinations.contains_key(**d))
-                .count();
-        let dest =
-            if self.destinations.contains_key(&dest) || dest == UNKNOWN || admitted < self.budget {
-                dest
-            } else {
-                self.folded += 1;
-                OTHER.into()
-            };
+                .count()
+    }
+
+    /// Whether a new destination would be folded into "other" now.
+    pub fn budget_spent(&self) -> bool {
+        self.admitted_count() >= self.budget
+    }
+
+    /// Destinations admitted since the last call.
+    pub fn take_admitted(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.admitted)
+    }
+
+    /// The stats of the destination of `n` observations, or "other"'s once
+    /// the budget is spent.
+    fn admit(&mut self, dest: String, n: u64) -> &mut DestStats {
+        let known = self.destinations.contains_key(&dest) || dest == UNKNOWN || dest == OTHER;
+        let dest = if known {
+            dest
+        } else if !self.budget_spent() {
+            self.admitted.push(dest.clone());
+            dest
+        } else {
+            self.folded += n;
+            OTHER.into()
+        };
         self.destinations.entry(dest).or_default()
     }
 
@@ -329,10 +359,10 @@ mod tests {
     fn retransmits_and_resets_share_the_destination_budget() {
         let mut a = TcpAggregate::new(2, 1);
         a.record(&ev(TCP_ESTABLISHED, 0, v4([127, 0, 0, 1]), 1), Slot::HOST);
-        a.record_peer(PeerKind::Retransmit, Some("127.0.0.1:1".into()));
-        a.record_peer(PeerKind::Retransmit, Some("127.0.0.1:2".into()));
-        a.record_peer(PeerKind::ResetSent, None);
-        a.record_peer(PeerKind::ResetReceived, Some("127.0.0.1:1".into()));
+        a.record_peer(PeerKind::Retransmit, Some("127.0.0.1:1".into()), 1);
+        a.record_peer(PeerKind::Retransmit, Some("127.0.0.1:2".into()), 1);
+        a.record_peer(PeerKind::ResetSent, None, 1);
+        a.record_peer(PeerKind::ResetReceived, Some("127.0.0.1:1".into()), 1);
         assert_eq!(
             a.peer_by_destination(),
             vec![
@@ -364,5 +394,33 @@ mod tests {
         let dests: Vec<&str> = a.by_destination().iter().map(|d| d.0).collect();
         assert_eq!(dests, ["127.0.0.1:1", "127.0.0.1:3", "other"]);
         assert_eq!(a.folded(), 1);
+    }
+
+    #[test]
+    fn admissions_are_handed_out_once_and_kernel_counts_add_up() {
+        let mut a = TcpAggregate::new(2, 2);
+        a.record(&ev(TCP_ESTABLISHED, 0, v4([127, 0, 0, 1]), 1), Slot::HOST);
+        a.record_peer(PeerKind::ResetSent, Some("127.0.0.1:2".into()), 1);
+        a.record_peer(PeerKind::ResetSent, None, 1);
+        assert_eq!(a.take_admitted(), ["127.0.0.1:1", "127.0.0.1:2"]);
+        assert!(a.take_admitted().is_empty());
+        assert!(a.budget_spent(), "unknown takes no place");
+        // What the kernel counted: on an admitted key, and folded.
+        a.record_peer(PeerKind::ResetSent, Some("127.0.0.1:2".into()), 40);
+        a.record_folded(PeerKind::ResetSent, 100);
+        a.record_peer(PeerKind::ResetSent, Some("127.0.0.1:3".into()), 5);
+        assert!(a.take_admitted().is_empty(), "folded, not admitted");
+        assert_eq!(
+            a.peer_by_destination(),
+            vec![
+                ("127.0.0.1:2", PeerKind::ResetSent, 41),
+                ("other", PeerKind::ResetSent, 105),
+                ("unknown", PeerKind::ResetSent, 1),
+            ]
+        );
+        assert_eq!(a.folded(), 105);
+        assert_eq!(a.peer_count(PeerKind::ResetSent), 147);
+        a.set_budget(3);
+        assert!(!a.budget_spent());
     }
 }

@@ -3,10 +3,11 @@
 //! and connects in flight.
 
 use super::InFlightMap;
-use super::aggregate::{Outcome, PeerKind, TcpAggregate};
+use super::aggregate::{Outcome, PeerKind};
+use super::peer_counts::Shared;
 use crate::bpf::KernelCounters;
 use crate::k8s::Slot;
-use crate::probes::lock;
+
 use agent_common::counters;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
@@ -16,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 /// Exports the aggregate; `in_flight` counts entries in the kernel's map.
 pub(super) struct TcpCollector {
-    pub agg: Arc<Mutex<TcpAggregate>>,
+    pub shared: Shared,
     pub attribution: Option<Arc<crate::k8s::Attribution>>,
     pub in_flight: Arc<Mutex<InFlightMap>>,
     pub kernel: Arc<KernelCounters>,
@@ -31,7 +32,7 @@ impl std::fmt::Debug for TcpCollector {
 impl Collector for TcpCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
         let labeler = crate::k8s::labeler(self.attribution.as_deref());
-        let agg = lock(&self.agg);
+        let agg = self.shared.read();
         let series: Vec<_> = agg
             .by_slot()
             .iter()

@@ -7,10 +7,11 @@
 mod aggregate;
 mod metrics;
 mod peer;
+mod peer_counts;
 pub(crate) mod view;
 
 use super::series::{Series, SeriesInputs};
-use super::{Loss, Prepare, Probe, Running, Start, lock};
+use super::{Loss, Prepare, Probe, Running, Start};
 use crate::bpf::LoadPlan;
 use crate::k8s::cgroupfs::low32;
 use crate::k8s::{Attribution, Slot};
@@ -22,6 +23,7 @@ use aggregate::TcpAggregate;
 use anyhow::{Context, Result};
 use aya::Ebpf;
 use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
+use peer_counts::{PeerCounts, Shared};
 use prometheus_client::collector::Collector;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -80,40 +82,48 @@ fn prepare(p: &Prepare<'_>, plan: &mut LoadPlan) -> Result<()> {
     if let Ok(peer) = peer::offsets(&tracefs) {
         plan.global("TCP_PEER_OFFSETS", &peer);
     }
+    plan.per_cpu_map_size(
+        "TCP_PEER_COUNTS",
+        peer_counts::map_entries(p.opts.tcp_destination_budget),
+        size_of::<u64>(),
+        peer_counts::MAP_MEMORY,
+    );
     Ok(())
 }
 
 fn start(ebpf: &mut Ebpf, s: &mut Start<'_>) -> Result<Box<dyn Running>> {
-    let agg = Arc::new(Mutex::new(TcpAggregate::new(
-        s.opts.hdr_precision,
-        s.opts.tcp_destination_budget,
-    )));
     let Attached { ring, in_flight } = attach(ebpf)?;
+    let (peer_ring, peers) = match attach_peer(ebpf, s.kernel.clone()) {
+        Ok((ring, peers)) => (Some(ring), Some(peers)),
+        Err(e) => {
+            tracing::warn!("TCP retransmits and resets are not counted: {e:#}");
+            (None, None)
+        }
+    };
+    let agg = TcpAggregate::new(s.opts.hdr_precision, s.opts.tcp_destination_budget);
+    let shared = Shared::new(agg, peers);
     s.tasks.push(spawn(
         ring,
-        agg.clone(),
+        shared.clone(),
         s.opts.attribution.clone(),
         s.stats.clone(),
         s.opts.flush_interval,
         s.stop.clone(),
     )?);
-    match attach_peer(ebpf) {
-        Ok(ring) => {
-            let (agg, stats) = (agg.clone(), s.stats.clone());
-            let drain = move |ring: &mut RingBuf<MapData>| peer::drain(ring, &agg, &stats);
-            s.tasks.push(super::ring_drain::spawn(
-                "TCP peer",
-                ring,
-                s.opts.flush_interval,
-                s.stop.clone(),
-                drain,
-                || {},
-            )?);
-        }
-        Err(e) => tracing::warn!("TCP retransmits and resets are not counted: {e:#}"),
+    if let Some(ring) = peer_ring {
+        let (shared, stats) = (shared.clone(), s.stats.clone());
+        let drain = move |ring: &mut RingBuf<MapData>| peer::drain(ring, &shared, &stats);
+        s.tasks.push(super::ring_drain::spawn(
+            "TCP peer",
+            ring,
+            s.opts.flush_interval,
+            s.stop.clone(),
+            drain,
+            || {},
+        )?);
     }
     Ok(Box::new(Tcp {
-        agg,
+        shared,
         attribution: s.opts.attribution.clone(),
         in_flight,
         kernel: s.kernel.clone(),
@@ -124,7 +134,7 @@ fn start(ebpf: &mut Ebpf, s: &mut Start<'_>) -> Result<Box<dyn Running>> {
 type InFlightMap = BpfHashMap<MapData, u64, ConnectStart>;
 
 struct Tcp {
-    agg: Arc<Mutex<TcpAggregate>>,
+    shared: Shared,
     attribution: Option<Arc<Attribution>>,
     in_flight: Arc<Mutex<InFlightMap>>,
     kernel: Arc<crate::bpf::KernelCounters>,
@@ -133,7 +143,7 @@ struct Tcp {
 impl Running for Tcp {
     fn collector(&self) -> Box<dyn Collector> {
         Box::new(metrics::TcpCollector {
-            agg: self.agg.clone(),
+            shared: self.shared.clone(),
             attribution: self.attribution.clone(),
             in_flight: self.in_flight.clone(),
             kernel: self.kernel.clone(),
@@ -141,11 +151,13 @@ impl Running for Tcp {
     }
 
     fn reload(&self, budgets: &super::Budgets) {
-        lock(&self.agg).set_budget(budgets.tcp_destination);
+        // Through `record`: a raised budget turns the kernel's folding off.
+        self.shared
+            .record(|agg| agg.set_budget(budgets.tcp_destination));
     }
 
     fn attach_view(&self) -> Option<Box<dyn super::AttachView>> {
-        Some(Box::new(view::TcpView::new(self.agg.clone())))
+        Some(Box::new(view::TcpView::new(self.shared.clone())))
     }
 }
 
@@ -202,20 +214,25 @@ fn attach(ebpf: &mut Ebpf) -> Result<Attached> {
 
 /// Attaches the retransmit and reset programs, if this kernel's records have
 /// the fields they read (checked again here: prepare left the defaults otherwise).
-fn attach_peer(ebpf: &mut Ebpf) -> Result<RingBuf<MapData>> {
+fn attach_peer(
+    ebpf: &mut Ebpf,
+    kernel: Arc<crate::bpf::KernelCounters>,
+) -> Result<(RingBuf<MapData>, PeerCounts)> {
     peer::offsets(&crate::tracefs::ensure_mounted()?)?;
+    // The keys first: no event may find the map empty of "unknown".
+    let peers = PeerCounts::take(ebpf, kernel)?;
     for tp in peer::TRACEPOINTS {
         super::attach_tracepoint(ebpf, tp, "tcp", tp)?;
     }
     let ring = ebpf
         .take_map("TCP_PEER_EVENTS")
         .context("TCP_PEER_EVENTS missing")?;
-    Ok(RingBuf::try_from(ring)?)
+    Ok((RingBuf::try_from(ring)?, peers))
 }
 
 fn drain(
     ring: &mut RingBuf<MapData>,
-    agg: &Mutex<TcpAggregate>,
+    shared: &Shared,
     attribution: Option<&Attribution>,
     stats: &ProbeStats,
 ) {
@@ -223,7 +240,7 @@ fn drain(
         match super::ring_drain::decode::<ConnectEvent>(&item) {
             Some(ev) => {
                 let slot = attribution.map_or(Slot::HOST, |a| a.lock().slot(low32(ev.cgroup)));
-                lock(agg).record(&ev, slot);
+                shared.record(|agg| agg.record(&ev, slot));
                 stats.add_events(1);
             }
             None => stats.add_decode_error(),
@@ -233,13 +250,13 @@ fn drain(
 
 fn spawn(
     ring: RingBuf<MapData>,
-    agg: Arc<Mutex<TcpAggregate>>,
+    shared: Shared,
     attribution: Option<Arc<Attribution>>,
     stats: Arc<ProbeStats>,
     interval: Duration,
     shutdown: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>> {
     let drain_ring =
-        move |ring: &mut RingBuf<MapData>| drain(ring, &agg, attribution.as_deref(), &stats);
+        move |ring: &mut RingBuf<MapData>| drain(ring, &shared, attribution.as_deref(), &stats);
     super::ring_drain::spawn("TCP", ring, interval, shutdown, drain_ring, || {})
 }

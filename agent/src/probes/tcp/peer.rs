@@ -1,19 +1,19 @@
 //! Retransmits and resets (kernel side: agent-ebpf/src/tcp_peer.rs): their
-//! record offsets from tracefs, and the peer address each event carries.
+//! record offsets from tracefs, and the ring-buffer records of destinations
+//! the kernel does not count itself (`peer_counts.rs`).
 
-use super::aggregate::{PeerKind, TcpAggregate, address};
-use crate::probes::lock;
+use super::aggregate::{PeerKind, address};
+use super::peer_counts::Shared;
 use crate::probes::stats::ProbeStats;
 use crate::tracefs::{Field, find};
 use agent_common::tcp::{
-    AF_INET, AF_INET6, LAYOUT_FIELDS, LAYOUT_SOCKADDR, PEER_RESET_RECEIVED, PEER_RESET_SENT,
-    PEER_RETRANSMIT, PeerEvent, PeerFields, PeerOffsets,
+    LAYOUT_FIELDS, LAYOUT_SOCKADDR, PEER_RESET_RECEIVED, PEER_RESET_SENT, PEER_RETRANSMIT,
+    PeerFields, PeerKey, PeerOffsets,
 };
 use anyhow::{Result, bail};
 use aya::maps::{MapData, RingBuf};
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::Ipv6Addr;
 use std::path::Path;
-use std::sync::Mutex;
 
 /// The three tracepoints, in the order of `PeerOffsets`' fields.
 pub(super) const TRACEPOINTS: [&str; 3] =
@@ -41,85 +41,57 @@ fn fields(format: &[Field], event: &str) -> Result<PeerFields> {
     if daddr.size == 28 {
         return Ok(PeerFields {
             skaddr,
-            layout: LAYOUT_SOCKADDR.into(),
-            family: 0,
+            layout: LAYOUT_SOCKADDR,
             dport: 0,
             peer: daddr.offset,
             state,
             err,
-            _pad: 0,
         });
     }
     let (dport, daddr_v6) = (get("dport")?, get("daddr_v6")?);
-    // Before 5.11 there is no `family`: the address tells (IPv4 is stored
-    // IPv4-mapped), so offset 0 (never a field's: the common fields are
-    // there) means "none".
-    let family = get("family").ok();
-    if family.as_ref().is_some_and(|f| f.size != 2) || dport.size != 2 || daddr_v6.size != 16 {
+    // `daddr_v6` holds IPv4 mapped, so `family` is not read (5.10's records
+    // have none).
+    if dport.size != 2 || daddr_v6.size != 16 {
         bail!("tracepoint tcp/{event} has an address layout this agent does not know");
     }
     Ok(PeerFields {
         skaddr,
-        layout: LAYOUT_FIELDS.into(),
-        family: family.map_or(0, |f| f.offset),
+        layout: LAYOUT_FIELDS,
         dport: dport.offset,
         peer: daddr_v6.offset,
         state,
         err,
-        _pad: 0,
     })
 }
 
-/// The event's kind and peer (`ip:port`), None when it has no readable address.
-pub(super) fn decode(ev: &PeerEvent) -> Option<(PeerKind, Option<String>)> {
-    let kind = match ev.kind {
-        PEER_RETRANSMIT => PeerKind::Retransmit,
-        PEER_RESET_SENT => PeerKind::ResetSent,
-        PEER_RESET_RECEIVED => PeerKind::ResetReceived,
-        _ => return None,
-    };
-    Some((kind, (ev.read_failed == 0).then(|| peer(ev)).flatten()))
-}
-
-fn peer(ev: &PeerEvent) -> Option<String> {
-    let p = &ev.peer;
-    let bytes = |range: std::ops::Range<usize>| &p[range];
-    match ev.layout {
-        // Family 0: a kernel without the field; the mapped address says which.
-        LAYOUT_FIELDS if matches!(ev.family, 0 | AF_INET | AF_INET6) => {
-            let v6: [u8; 16] = bytes(0..16).try_into().ok()?;
-            Some(address(Ipv6Addr::from(v6), ev.dport))
-        }
-        LAYOUT_SOCKADDR => {
-            // sockaddr_in / sockaddr_in6: family in host order, port in network order.
-            let family = u16::from_ne_bytes(bytes(0..2).try_into().ok()?);
-            let port = u16::from_be_bytes(bytes(2..4).try_into().ok()?);
-            let ip = match family {
-                AF_INET => {
-                    let v4: [u8; 4] = bytes(4..8).try_into().ok()?;
-                    Ipv4Addr::from(v4).to_ipv6_mapped()
-                }
-                AF_INET6 => {
-                    let v6: [u8; 16] = bytes(8..24).try_into().ok()?;
-                    Ipv6Addr::from(v6)
-                }
-                // All zero: a reset with neither a full socket nor a packet.
-                _ => return None,
-            };
-            Some(address(ip, port))
-        }
+pub(super) fn kind_of(kind: u16) -> Option<PeerKind> {
+    match kind {
+        PEER_RETRANSMIT => Some(PeerKind::Retransmit),
+        PEER_RESET_SENT => Some(PeerKind::ResetSent),
+        PEER_RESET_RECEIVED => Some(PeerKind::ResetReceived),
         _ => None,
     }
 }
 
-pub(super) fn drain(ring: &mut RingBuf<MapData>, agg: &Mutex<TcpAggregate>, stats: &ProbeStats) {
+/// `ip:port` of the key's remote end; None when the kernel had no address.
+pub(super) fn destination(key: &PeerKey) -> Option<String> {
+    (key.unknown == 0).then(|| address(Ipv6Addr::from(key.addr), key.port))
+}
+
+/// The event's kind and peer (`None`: no address), None for a record this
+/// agent does not know.
+pub(super) fn decode(key: &PeerKey) -> Option<(PeerKind, Option<String>)> {
+    Some((kind_of(key.kind)?, destination(key)))
+}
+
+pub(super) fn drain(ring: &mut RingBuf<MapData>, shared: &Shared, stats: &ProbeStats) {
     while let Some(item) = ring.next() {
-        match super::super::ring_drain::decode::<PeerEvent>(&item)
+        match super::super::ring_drain::decode::<PeerKey>(&item)
             .as_ref()
             .and_then(decode)
         {
             Some((kind, peer)) => {
-                lock(agg).record_peer(kind, peer);
+                shared.record(|agg| agg.record_peer(kind, peer, 1));
                 stats.add_events(1);
             }
             None => stats.add_decode_error(),
@@ -167,26 +139,22 @@ mod tests {
             f(RETRANSMIT_6_18, "tcp_retransmit_skb"),
             PeerFields {
                 skaddr: 16,
-                layout: LAYOUT_FIELDS.into(),
-                family: 32,
+                layout: LAYOUT_FIELDS,
                 dport: 30,
                 peer: 58,
                 state: 24,
                 err: 76,
-                _pad: 0
             }
         );
         assert_eq!(
             f(SEND_RESET_6_18, "tcp_send_reset"),
             PeerFields {
                 skaddr: 16,
-                layout: LAYOUT_SOCKADDR.into(),
-                family: 0,
+                layout: LAYOUT_SOCKADDR,
                 dport: 0,
                 peer: 60,
                 state: 24,
                 err: 0,
-                _pad: 0
             }
         );
         let received = f(RECEIVE_RESET_6_18, "tcp_receive_reset");
@@ -194,7 +162,7 @@ mod tests {
     }
 
     #[test]
-    fn before_5_11_the_address_gives_the_family() {
+    fn before_5_11_there_is_no_family_and_none_is_needed() {
         // 5.10's tcp_retransmit_skb: no `family`, IPv4 stored IPv4-mapped.
         let text = "\tfield:const void * skbaddr;\toffset:8;\tsize:8;\tsigned:0;
 \tfield:const void * skaddr;\toffset:16;\tsize:8;\tsigned:0;
@@ -206,18 +174,10 @@ mod tests {
 \tfield:__u8 saddr_v6[16];\toffset:40;\tsize:16;\tsigned:0;
 \tfield:__u8 daddr_v6[16];\toffset:56;\tsize:16;\tsigned:0;";
         let f = fields(&parse_format(text), "tcp_retransmit_skb").unwrap();
-        assert_eq!((f.family, f.dport, f.peer, f.err), (0, 30, 56, 0));
-        let mut ev = PeerEvent {
-            kind: PEER_RETRANSMIT,
-            layout: LAYOUT_FIELDS,
-            dport: 8080,
-            ..PeerEvent::default()
-        };
-        ev.peer[..16].copy_from_slice(&Ipv4Addr::new(10, 1, 2, 3).to_ipv6_mapped().octets());
-        let (_, peer) = decode(&ev).unwrap();
-        assert_eq!(peer.as_deref(), Some("10.1.2.3:8080"));
-        ev.peer[..16].copy_from_slice(&"fd00::7".parse::<Ipv6Addr>().unwrap().octets());
-        assert_eq!(decode(&ev).unwrap().1.as_deref(), Some("[fd00::7]:8080"));
+        assert_eq!(
+            (f.layout, f.dport, f.peer, f.err),
+            (LAYOUT_FIELDS, 30, 56, 0)
+        );
     }
 
     #[test]
@@ -227,57 +187,36 @@ mod tests {
         assert!(format!("{e:#}").contains("no field `daddr`"), "{e:#}");
     }
 
-    fn sockaddr(kind: u16, bytes: &[u8]) -> PeerEvent {
-        let mut ev = PeerEvent {
+    fn key(kind: u16, addr: Ipv6Addr, port: u16) -> PeerKey {
+        PeerKey {
             kind,
-            layout: LAYOUT_SOCKADDR,
-            ..Default::default()
-        };
-        ev.peer[..bytes.len()].copy_from_slice(bytes);
-        ev
+            port,
+            unknown: 0,
+            addr: addr.octets(),
+        }
     }
 
     #[test]
-    fn decodes_sockaddr_in_and_in6() {
-        let mut v4 = AF_INET.to_ne_bytes().to_vec();
-        v4.extend(8080u16.to_be_bytes());
-        v4.extend([10, 1, 2, 3]);
+    fn decodes_mapped_ipv4_ipv6_and_unknown() {
+        let v4 = std::net::Ipv4Addr::new(10, 231, 5, 2).to_ipv6_mapped();
         assert_eq!(
-            decode(&sockaddr(PEER_RESET_SENT, &v4)),
-            Some((PeerKind::ResetSent, Some("10.1.2.3:8080".into())))
-        );
-        let mut v6 = AF_INET6.to_ne_bytes().to_vec();
-        v6.extend(443u16.to_be_bytes());
-        v6.extend([0; 4]); // flowinfo
-        v6.extend(Ipv6Addr::LOCALHOST.octets());
-        assert_eq!(
-            decode(&sockaddr(PEER_RESET_SENT, &v6)),
-            Some((PeerKind::ResetSent, Some("[::1]:443".into())))
-        );
-        assert_eq!(
-            decode(&sockaddr(PEER_RESET_SENT, &[])),
-            Some((PeerKind::ResetSent, None)),
-            "no socket and no packet: counted, peer unknown"
-        );
-    }
-
-    #[test]
-    fn decodes_split_fields_and_rejects_garbage() {
-        let mut ev = PeerEvent {
-            kind: PEER_RETRANSMIT,
-            layout: LAYOUT_FIELDS,
-            family: AF_INET,
-            dport: 9999,
-            ..Default::default()
-        };
-        ev.peer[..16].copy_from_slice(&Ipv4Addr::new(10, 231, 5, 2).to_ipv6_mapped().octets());
-        assert_eq!(
-            decode(&ev),
+            decode(&key(PEER_RETRANSMIT, v4, 9999)),
             Some((PeerKind::Retransmit, Some("10.231.5.2:9999".into())))
         );
-        ev.read_failed = 1;
-        assert_eq!(decode(&ev), Some((PeerKind::Retransmit, None)));
-        ev.kind = 99;
-        assert_eq!(decode(&ev), None, "unknown kind: a decode loss");
+        assert_eq!(
+            decode(&key(PEER_RESET_SENT, Ipv6Addr::LOCALHOST, 443)),
+            Some((PeerKind::ResetSent, Some("[::1]:443".into())))
+        );
+        let unknown = PeerKey {
+            kind: PEER_RESET_RECEIVED,
+            unknown: 1,
+            ..PeerKey::default()
+        };
+        assert_eq!(
+            decode(&unknown),
+            Some((PeerKind::ResetReceived, None)),
+            "no address: counted, peer unknown"
+        );
+        assert_eq!(decode(&key(99, v4, 1)), None, "unknown kind: a decode loss");
     }
 }

@@ -1,14 +1,14 @@
 //! The TCP probe in `agent attach`: the process's connects by outcome, their
 //! latency, the busiest destinations, and its retransmits and resets.
 
-use super::aggregate::{Outcome, PeerKind, TcpAggregate};
+use super::aggregate::{Outcome, PeerKind};
+use super::peer_counts::Shared;
 use crate::attach::snapshot::Snapshot;
 use crate::attach::view::{clip, duration};
-use crate::probes::{AttachView, lock};
+use crate::probes::AttachView;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Tcp {
@@ -37,19 +37,19 @@ pub(crate) struct Destination {
 
 /// Fills `Snapshot::tcp`.
 pub(super) struct TcpView {
-    agg: Arc<Mutex<TcpAggregate>>,
+    shared: Shared,
     last: u64,
 }
 
 impl TcpView {
-    pub(super) fn new(agg: Arc<Mutex<TcpAggregate>>) -> Self {
-        TcpView { agg, last: 0 }
+    pub(super) fn new(shared: Shared) -> Self {
+        TcpView { shared, last: 0 }
     }
 }
 
 impl AttachView for TcpView {
     fn fill(&mut self, snap: &mut Snapshot, _secs: f64) {
-        let agg = lock(&self.agg);
+        let agg = self.shared.read();
         let connects: u64 = Outcome::ALL.iter().map(|&o| agg.count(o)).sum();
         let interval_connects = connects.saturating_sub(self.last);
         self.last = connects;
