@@ -88,9 +88,15 @@ fn pid_mode_counts_successes_and_refusals_exactly() {
         1.0
     );
     assert_eq!(resets(&e, "received", &closed.to_string()), received as f64);
-    assert_eq!(
-        e.value("ebpf_agent_events_received_total", &[("probe", "tcp")]),
-        (K + J + received) as f64
+    // Every connect is a record; a reset is one only until the agent has
+    // given the kernel its destination's key (after the first, or later when
+    // the ring is drained after all of them), and is counted in the kernel
+    // after that.
+    let records = e.value("ebpf_agent_events_received_total", &[("probe", "tcp")]);
+    let resets_as_records = records - (K + J) as f64;
+    assert!(
+        (received.min(1) as f64..=received as f64).contains(&resets_as_records),
+        "{records} tcp records for {K} + {J} connects and {received} resets"
     );
     agent.check_exposition_with_peers();
 }
