@@ -13,7 +13,8 @@ fn feature(e: &Exposition, feature: &str) -> f64 {
 
 #[test]
 fn every_probe_attaches_with_strict_and_the_kernel_is_described() {
-    let agent = Agent::start(&["--strict"]);
+    // The statistics name the programs each probe loaded.
+    let agent = Agent::start(&["--strict", "--bpf-stats", "on"]);
     let e = agent.scrape();
     for probe in PROBES {
         assert_eq!(
@@ -47,6 +48,19 @@ fn every_probe_attaches_with_strict_and_the_kernel_is_described() {
         f64::from((major, minor) >= (5, 18)),
         "{release}"
     );
+    // Every kernel tested prints tcp records of a layout the eBPF object has
+    // a program for, with direct loads (agent_common::tcp::known): none may
+    // fall back to the generic program, named after its tracepoint.
+    let tcp: Vec<_> = e
+        .matching("ebpf_agent_probe_kernel_runs_total", &[("probe", "tcp")])
+        .map(|s| s.labels["program"].as_str())
+        .collect();
+    for tp in ["tcp_retransmit_skb", "tcp_send_reset", "tcp_receive_reset"] {
+        assert!(
+            tcp.iter().any(|p| p.starts_with(tp) && *p != tp),
+            "{tp}: {tcp:?}"
+        );
+    }
     agent.check_exposition_with_peers();
 }
 

@@ -138,3 +138,56 @@ pub struct PeerOffsets {
 }
 
 crate::impl_pod!(PeerKey, PeerOffsets);
+
+/// Record layouts that kernels print (tracefs), each with a program in the
+/// eBPF object that loads the fields at these offsets directly: a classic
+/// tracepoint's record may be loaded directly only at offsets fixed when the
+/// program is compiled, and a helper call per field costs more than the rest
+/// of the program. The agent picks the program whose layout equals this
+/// kernel's, and otherwise the generic one that reads at tracefs' offsets.
+pub mod known {
+    use super::{LAYOUT_FIELDS, LAYOUT_SOCKADDR, PeerFields};
+
+    const fn fields(skaddr: u32, dport: u32, peer: u32, state: u32, err: u32) -> PeerFields {
+        PeerFields {
+            skaddr,
+            layout: LAYOUT_FIELDS,
+            dport,
+            peer,
+            state,
+            err,
+        }
+    }
+
+    /// `tcp_event_sk_skb` before `family` was added (5.10).
+    pub const SK_SKB_5_10: PeerFields = fields(16, 30, 56, 24, 0);
+    /// `tcp_event_sk_skb` with `family` (6.1, 6.12).
+    pub const SK_SKB_6_1: PeerFields = fields(16, 30, 58, 24, 0);
+    /// `tcp_retransmit_skb` with `err` (6.18).
+    pub const RETRANSMIT_6_18: PeerFields = fields(16, 30, 58, 24, 76);
+    /// `tcp_send_reset` with sockaddrs (6.10+).
+    pub const SEND_RESET_6_12: PeerFields = PeerFields {
+        skaddr: 16,
+        layout: LAYOUT_SOCKADDR,
+        dport: 0,
+        peer: 60,
+        state: 24,
+        err: 0,
+    };
+    /// `tcp_event_sk` before `family` (5.10), and with it (6.1+).
+    pub const SK_5_10: PeerFields = fields(8, 18, 44, 0, 0);
+    pub const SK_6_1: PeerFields = fields(8, 18, 46, 0, 0);
+
+    /// (tracepoint, layout, program), tracepoints as in `PeerOffsets`: 0
+    /// `tcp_retransmit_skb`, 1 `tcp_send_reset`, 2 `tcp_receive_reset`.
+    pub const PROGRAMS: [(usize, PeerFields, &str); 8] = [
+        (0, SK_SKB_5_10, "tcp_retransmit_skb_5_10"),
+        (0, SK_SKB_6_1, "tcp_retransmit_skb_6_1"),
+        (0, RETRANSMIT_6_18, "tcp_retransmit_skb_6_18"),
+        (1, SK_SKB_5_10, "tcp_send_reset_5_10"),
+        (1, SK_SKB_6_1, "tcp_send_reset_6_1"),
+        (1, SEND_RESET_6_12, "tcp_send_reset_6_12"),
+        (2, SK_5_10, "tcp_receive_reset_5_10"),
+        (2, SK_6_1, "tcp_receive_reset_6_1"),
+    ];
+}

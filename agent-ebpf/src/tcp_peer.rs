@@ -14,6 +14,11 @@
 //! except for a reset sent on a socket already CLOSE: that is `close()` or
 //! `shutdown()` aborting it, in the caller's context (the kernel closes the
 //! socket before it sends that reset).
+//!
+//! Each tracepoint has a generic program, which reads the record at the
+//! offsets tracefs gives (one helper call per field), and programs for the
+//! layouts known kernels print (`agent_common::tcp::known`), which load the
+//! fields directly at offsets compiled in. The agent loads the one that fits.
 
 use crate::{counters, filter};
 use agent_common::counters::{
@@ -21,10 +26,10 @@ use agent_common::counters::{
 };
 use agent_common::tcp::{
     AF_INET, AF_INET6, LAYOUT_FIELDS, PEER_RESET_RECEIVED, PEER_RESET_SENT, PEER_RETRANSMIT,
-    PeerFields, PeerKey, PeerOffsets, TCP_CLOSE,
+    PeerFields, PeerKey, PeerOffsets, TCP_CLOSE, known,
 };
 use aya_ebpf::{
-    Global,
+    EbpfContext, Global,
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::bpf_get_current_pid_tgid,
     macros::{map, tracepoint},
@@ -144,25 +149,39 @@ fn key(ctx: &TracePointContext, f: &PeerFields, kind: u16) -> PeerKey {
         }
         return key;
     }
-    // sockaddr_in or sockaddr_in6, up to the end of sin6_addr: family in host
-    // order, port in network order.
+    // sockaddr_in or sockaddr_in6, up to the end of sin6_addr.
     let Some(sa) = read::<[u8; 24]>(ctx, f.peer) else {
         return unreadable(kind);
     };
-    match u16::from_ne_bytes([sa[0], sa[1]]) {
+    let mut v6 = [0; 16];
+    v6.copy_from_slice(&sa[8..24]);
+    let at = |i: usize| [sa[i], sa[i + 1], sa[i + 2], sa[i + 3]];
+    from_sockaddr(kind, at(0), at(4), v6)
+}
+
+/// The key of a sockaddr: `head` is its family (host order) and port
+/// (network order), `v4` an IPv4 address, `v6` an IPv6 one (each read
+/// whatever the family, so that the reads do not depend on it).
+#[inline(always)]
+fn from_sockaddr(kind: u16, head: [u8; 4], v4: [u8; 4], v6: [u8; 16]) -> PeerKey {
+    let mut key = PeerKey {
+        kind,
+        ..PeerKey::default()
+    };
+    match u16::from_ne_bytes([head[0], head[1]]) {
         AF_INET => {
             key.addr[10] = 0xff;
             key.addr[11] = 0xff;
-            key.addr[12..16].copy_from_slice(&sa[4..8]);
+            key.addr[12..16].copy_from_slice(&v4);
         }
-        AF_INET6 => key.addr.copy_from_slice(&sa[8..24]),
+        AF_INET6 => key.addr = v6,
         // All zero: a reset with neither a full socket nor a packet.
         _ => {
             key.unknown = 1;
             return key;
         }
     }
-    key.port = u16::from_be_bytes([sa[2], sa[3]]);
+    key.port = u16::from_be_bytes([head[2], head[3]]);
     key
 }
 
@@ -176,6 +195,7 @@ fn unreadable(kind: u16) -> PeerKey {
     }
 }
 
+/// The generic programs: the record read at tracefs' offsets.
 #[inline(always)]
 fn count(ctx: &TracePointContext, f: &PeerFields, kind: u16) -> u32 {
     // A retransmit that failed to leave (err != 0) sent nothing: the kernel's
@@ -183,22 +203,101 @@ fn count(ctx: &TracePointContext, f: &PeerFields, kind: u16) -> u32 {
     if f.err != 0 && read::<i32>(ctx, f.err) != Some(0) {
         return 0;
     }
-    if !wanted(ctx, f, kind) {
+    if wanted(ctx, f, kind) {
+        tally(key(ctx, f, kind));
+    }
+    0
+}
+
+/// A direct load from the record at an offset compiled in (the verifier
+/// allows no other, and only aligned to the size). Volatile, so that the
+/// compiler neither merges loads nor computes their address at run time.
+#[inline(always)]
+fn load<T>(ctx: &TracePointContext, offset: usize) -> T {
+    unsafe { core::ptr::read_volatile(ctx.as_ptr().add(offset).cast::<T>()) }
+}
+
+/// 16 bytes at `at` (a constant once inlined), in the widest loads its
+/// alignment allows.
+#[inline(always)]
+fn load16(ctx: &TracePointContext, at: usize) -> [u8; 16] {
+    if at.is_multiple_of(4) {
+        let w: [u32; 4] = [
+            load(ctx, at),
+            load(ctx, at + 4),
+            load(ctx, at + 8),
+            load(ctx, at + 12),
+        ];
+        unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(w) }
+    } else {
+        let w: [u16; 8] = [
+            load(ctx, at),
+            load(ctx, at + 2),
+            load(ctx, at + 4),
+            load(ctx, at + 6),
+            load(ctx, at + 8),
+            load(ctx, at + 10),
+            load(ctx, at + 12),
+            load(ctx, at + 14),
+        ];
+        unsafe { core::mem::transmute::<[u16; 8], [u8; 16]>(w) }
+    }
+}
+
+/// A known `LAYOUT_FIELDS` record: `count` with direct loads.
+#[inline(always)]
+fn count_fields<const DPORT: usize, const PEER: usize, const ERR: usize>(
+    ctx: &TracePointContext,
+    f: &PeerFields,
+    kind: u16,
+) -> u32 {
+    if ERR != 0 && load::<i32>(ctx, ERR) != 0 {
         return 0;
     }
-    let key = key(ctx, f, kind);
+    if wanted(ctx, f, kind) {
+        tally(PeerKey {
+            kind,
+            port: load(ctx, DPORT),
+            unknown: 0,
+            addr: load16(ctx, PEER),
+        });
+    }
+    0
+}
+
+/// A known `LAYOUT_SOCKADDR` record: `count` with direct loads.
+#[inline(always)]
+fn count_sockaddr<const PEER: usize>(ctx: &TracePointContext, f: &PeerFields, kind: u16) -> u32 {
+    if wanted(ctx, f, kind) {
+        let head: u32 = load(ctx, PEER);
+        let v4: u32 = load(ctx, PEER + 4);
+        let v6 = load16(ctx, PEER + 8);
+        tally(from_sockaddr(
+            kind,
+            head.to_ne_bytes(),
+            v4.to_ne_bytes(),
+            v6,
+        ));
+    }
+    0
+}
+
+/// Counts one event of `key`: in the kernel's map if the agent admitted
+/// its destination, as "other" if the budget is spent, else as a record.
+#[inline(always)]
+fn tally(key: PeerKey) {
     if let Some(n) = TCP_PEER_COUNTS.get_ptr_mut(key) {
         // Per-CPU: only this CPU writes it, with preemption off.
         unsafe { *n += 1 };
-        return 0;
+        return;
     }
     if key.unknown == 0 && TCP_PEER_FOLD.get(0) == Some(&1) {
-        counters::add(TCP_PEER_FOLDED + kind as u32 - 1, 1);
-        return 0;
+        counters::add(TCP_PEER_FOLDED + key.kind as u32 - 1, 1);
+        return;
     }
     let Some(mut entry) = TCP_PEER_EVENTS.reserve::<PeerKey>(0) else {
         counters::add(TCP_PEER_RINGBUF_DROPS, 1);
-        return 0;
+        return;
     };
     entry.write(key);
     let flags = if TCP_PEER_EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES {
@@ -207,7 +306,6 @@ fn count(ctx: &TracePointContext, f: &PeerFields, kind: u16) -> u32 {
         BPF_RB_NO_WAKEUP
     };
     entry.submit(flags as u64);
-    0
 }
 
 #[tracepoint(category = "tcp", name = "tcp_retransmit_skb")]
@@ -225,6 +323,92 @@ pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
     count(
         &ctx,
         &TCP_PEER_OFFSETS.load().reset_received,
+        PEER_RESET_RECEIVED,
+    )
+}
+
+// Programs for the layouts of `known::PROGRAMS` (same names).
+
+#[tracepoint(category = "tcp", name = "tcp_retransmit_skb")]
+pub fn tcp_retransmit_skb_5_10(ctx: TracePointContext) -> u32 {
+    const F: PeerFields = known::SK_SKB_5_10;
+    let f = &TCP_PEER_OFFSETS.load().retransmit;
+    count_fields::<{ F.dport as usize }, { F.peer as usize }, { F.err as usize }>(
+        &ctx,
+        f,
+        PEER_RETRANSMIT,
+    )
+}
+
+#[tracepoint(category = "tcp", name = "tcp_retransmit_skb")]
+pub fn tcp_retransmit_skb_6_1(ctx: TracePointContext) -> u32 {
+    const F: PeerFields = known::SK_SKB_6_1;
+    let f = &TCP_PEER_OFFSETS.load().retransmit;
+    count_fields::<{ F.dport as usize }, { F.peer as usize }, { F.err as usize }>(
+        &ctx,
+        f,
+        PEER_RETRANSMIT,
+    )
+}
+
+#[tracepoint(category = "tcp", name = "tcp_retransmit_skb")]
+pub fn tcp_retransmit_skb_6_18(ctx: TracePointContext) -> u32 {
+    const F: PeerFields = known::RETRANSMIT_6_18;
+    let f = &TCP_PEER_OFFSETS.load().retransmit;
+    count_fields::<{ F.dport as usize }, { F.peer as usize }, { F.err as usize }>(
+        &ctx,
+        f,
+        PEER_RETRANSMIT,
+    )
+}
+
+#[tracepoint(category = "tcp", name = "tcp_send_reset")]
+pub fn tcp_send_reset_5_10(ctx: TracePointContext) -> u32 {
+    const F: PeerFields = known::SK_SKB_5_10;
+    let f = &TCP_PEER_OFFSETS.load().reset_sent;
+    count_fields::<{ F.dport as usize }, { F.peer as usize }, { F.err as usize }>(
+        &ctx,
+        f,
+        PEER_RESET_SENT,
+    )
+}
+
+#[tracepoint(category = "tcp", name = "tcp_send_reset")]
+pub fn tcp_send_reset_6_1(ctx: TracePointContext) -> u32 {
+    const F: PeerFields = known::SK_SKB_6_1;
+    let f = &TCP_PEER_OFFSETS.load().reset_sent;
+    count_fields::<{ F.dport as usize }, { F.peer as usize }, { F.err as usize }>(
+        &ctx,
+        f,
+        PEER_RESET_SENT,
+    )
+}
+
+#[tracepoint(category = "tcp", name = "tcp_send_reset")]
+pub fn tcp_send_reset_6_12(ctx: TracePointContext) -> u32 {
+    const F: PeerFields = known::SEND_RESET_6_12;
+    let f = &TCP_PEER_OFFSETS.load().reset_sent;
+    count_sockaddr::<{ F.peer as usize }>(&ctx, f, PEER_RESET_SENT)
+}
+
+#[tracepoint(category = "tcp", name = "tcp_receive_reset")]
+pub fn tcp_receive_reset_5_10(ctx: TracePointContext) -> u32 {
+    const F: PeerFields = known::SK_5_10;
+    let f = &TCP_PEER_OFFSETS.load().reset_received;
+    count_fields::<{ F.dport as usize }, { F.peer as usize }, { F.err as usize }>(
+        &ctx,
+        f,
+        PEER_RESET_RECEIVED,
+    )
+}
+
+#[tracepoint(category = "tcp", name = "tcp_receive_reset")]
+pub fn tcp_receive_reset_6_1(ctx: TracePointContext) -> u32 {
+    const F: PeerFields = known::SK_6_1;
+    let f = &TCP_PEER_OFFSETS.load().reset_received;
+    count_fields::<{ F.dport as usize }, { F.peer as usize }, { F.err as usize }>(
+        &ctx,
+        f,
         PEER_RESET_RECEIVED,
     )
 }

@@ -46,7 +46,7 @@ tracepoint:tcp:tcp_send_reset {
 }
 tracepoint:tcp:tcp_receive_reset { @received[ntop(args->daddr_v6), args->dport] = count(); }";
 
-/// The agent's programs for the two events.
+/// The agent's programs for the two events (prefixes of their names).
 const RESET_PROGRAMS: [&str; 2] = ["tcp_send_reset", "tcp_receive_reset"];
 const RUNS: &str = "ebpf_agent_probe_kernel_runs_total";
 const SECONDS: &str = "ebpf_agent_probe_kernel_seconds_total";
@@ -214,13 +214,13 @@ impl Reading {
             None => Reading::None,
             Some((_, Some(addr))) => {
                 let e = scrape(*addr)?;
+                // The generic program or one compiled for this kernel's layout
+                // (`tcp_send_reset_6_12`, ...): whichever the agent loaded.
                 let of = |name: &str| -> f64 {
-                    RESET_PROGRAMS
-                        .iter()
-                        .map(|p| {
-                            e.sum(name, &[("probe", "tcp"), ("program", p)])
-                                .unwrap_or(0.0)
-                        })
+                    e.sum_by(name, &[("probe", "tcp")], "program")
+                        .into_iter()
+                        .filter(|(p, _)| RESET_PROGRAMS.iter().any(|r| p.starts_with(r)))
+                        .map(|(_, v)| v)
                         .sum()
                 };
                 Reading::Agent(AgentReading {

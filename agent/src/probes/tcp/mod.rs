@@ -218,10 +218,17 @@ fn attach_peer(
     ebpf: &mut Ebpf,
     kernel: Arc<crate::bpf::KernelCounters>,
 ) -> Result<(RingBuf<MapData>, PeerCounts)> {
-    peer::offsets(&crate::tracefs::ensure_mounted()?)?;
+    let offsets = peer::offsets(&crate::tracefs::ensure_mounted()?)?;
     // The keys first: no event may find the map empty of "unknown".
     let peers = PeerCounts::take(ebpf, kernel)?;
-    for tp in peer::TRACEPOINTS {
+    for (tp, program) in peer::TRACEPOINTS.into_iter().zip(peer::programs(&offsets)) {
+        if program != tp {
+            match super::attach_tracepoint(ebpf, program, "tcp", tp) {
+                Ok(()) => continue,
+                // The generic program reads the same fields, only dearer.
+                Err(e) => tracing::info!("{e:#}; tcp/{tp} gets the generic program"),
+            }
+        }
         super::attach_tracepoint(ebpf, tp, "tcp", tp)?;
     }
     let ring = ebpf

@@ -8,7 +8,7 @@ use crate::probes::stats::ProbeStats;
 use crate::tracefs::{Field, find};
 use agent_common::tcp::{
     LAYOUT_FIELDS, LAYOUT_SOCKADDR, PEER_RESET_RECEIVED, PEER_RESET_SENT, PEER_RETRANSMIT,
-    PeerFields, PeerKey, PeerOffsets,
+    PeerFields, PeerKey, PeerOffsets, known,
 };
 use anyhow::{Result, bail};
 use aya::maps::{MapData, RingBuf};
@@ -27,6 +27,23 @@ pub(super) fn offsets(tracefs: &Path) -> Result<PeerOffsets> {
         retransmit: fields(&retransmit?, TRACEPOINTS[0])?,
         reset_sent: fields(&reset_sent?, TRACEPOINTS[1])?,
         reset_received: fields(&reset_received?, TRACEPOINTS[2])?,
+    })
+}
+
+/// The program for each tracepoint on this kernel: the one compiled for its
+/// record layout (`known::PROGRAMS`, direct loads), or else the generic one
+/// (named after the tracepoint), which reads at the offsets found here.
+pub(super) fn programs(offsets: &PeerOffsets) -> [&'static str; 3] {
+    let layouts = [
+        offsets.retransmit,
+        offsets.reset_sent,
+        offsets.reset_received,
+    ];
+    std::array::from_fn(|i| {
+        known::PROGRAMS
+            .iter()
+            .find(|(tp, layout, _)| *tp == i && *layout == layouts[i])
+            .map_or(TRACEPOINTS[i], |(_, _, program)| program)
     })
 }
 
@@ -135,27 +152,15 @@ mod tests {
     #[test]
     fn finds_both_layouts_of_6_18() {
         let f = |text, event| fields(&parse_format(text), event).unwrap();
+        // The known layouts are what tracefs prints (agent_common::tcp::known).
         assert_eq!(
             f(RETRANSMIT_6_18, "tcp_retransmit_skb"),
-            PeerFields {
-                skaddr: 16,
-                layout: LAYOUT_FIELDS,
-                dport: 30,
-                peer: 58,
-                state: 24,
-                err: 76,
-            }
+            known::RETRANSMIT_6_18
         );
+        assert_eq!(f(SEND_RESET_6_18, "tcp_send_reset"), known::SEND_RESET_6_12);
         assert_eq!(
-            f(SEND_RESET_6_18, "tcp_send_reset"),
-            PeerFields {
-                skaddr: 16,
-                layout: LAYOUT_SOCKADDR,
-                dport: 0,
-                peer: 60,
-                state: 24,
-                err: 0,
-            }
+            (known::RETRANSMIT_6_18.layout, known::SEND_RESET_6_12.layout),
+            (LAYOUT_FIELDS, LAYOUT_SOCKADDR)
         );
         let received = f(RECEIVE_RESET_6_18, "tcp_receive_reset");
         assert_eq!((received.peer, received.state), (46, 0), "no state field");
@@ -178,6 +183,49 @@ mod tests {
             (f.layout, f.dport, f.peer, f.err),
             (LAYOUT_FIELDS, 30, 56, 0)
         );
+    }
+
+    #[test]
+    fn known_layouts_get_their_compiled_programs_and_others_the_generic_ones() {
+        let f = |text, event| fields(&parse_format(text), event).unwrap();
+        let on_6_18 = PeerOffsets {
+            retransmit: f(RETRANSMIT_6_18, "tcp_retransmit_skb"),
+            reset_sent: f(SEND_RESET_6_18, "tcp_send_reset"),
+            reset_received: f(RECEIVE_RESET_6_18, "tcp_receive_reset"),
+        };
+        assert_eq!(
+            programs(&on_6_18),
+            [
+                "tcp_retransmit_skb_6_18",
+                "tcp_send_reset_6_12",
+                "tcp_receive_reset_6_1"
+            ]
+        );
+        // 5.10's three records (tcp_send_reset shares tcp_retransmit_skb's class).
+        let on_5_10 = PeerOffsets {
+            retransmit: known::SK_SKB_5_10,
+            reset_sent: known::SK_SKB_5_10,
+            reset_received: known::SK_5_10,
+        };
+        assert_eq!(
+            programs(&on_5_10),
+            [
+                "tcp_retransmit_skb_5_10",
+                "tcp_send_reset_5_10",
+                "tcp_receive_reset_5_10"
+            ]
+        );
+        // A layout no kernel we know prints: the generic programs.
+        let shifted = |f: PeerFields| PeerFields {
+            peer: f.peer + 8,
+            ..f
+        };
+        let unknown = PeerOffsets {
+            retransmit: shifted(on_6_18.retransmit),
+            reset_sent: shifted(on_6_18.reset_sent),
+            reset_received: shifted(on_6_18.reset_received),
+        };
+        assert_eq!(programs(&unknown), TRACEPOINTS);
     }
 
     #[test]
