@@ -108,39 +108,131 @@ pub(crate) fn forget(skaddr: u64) {
     }
 }
 
-#[inline(always)]
-fn read<T>(ctx: &TracePointContext, offset: u32) -> Option<T> {
-    unsafe { ctx.read_at::<T>(offset as usize) }.ok()
+/// How a program reads its record (as block.rs's `Reader` does for kernel
+/// objects): at tracefs' offsets, or at the offsets of a known layout.
+trait Record {
+    /// The field of type `T` at `offset`.
+    fn get<T>(ctx: &TracePointContext, offset: u32) -> Option<T>;
+    /// An IPv6 address (16 bytes) at `offset`.
+    fn addr(ctx: &TracePointContext, offset: u32) -> Option<[u8; 16]>;
+    /// A sockaddr up to the end of `sin6_addr` (24 bytes) at `offset`.
+    fn sockaddr(ctx: &TracePointContext, offset: u32) -> Option<[u8; 24]>;
+}
+
+/// Offsets from tracefs (`TCP_PEER_OFFSETS`): a helper call per read, since
+/// a classic tracepoint's record may be loaded directly only at offsets
+/// written into the instruction.
+struct Helper;
+
+impl Record for Helper {
+    #[inline(always)]
+    fn get<T>(ctx: &TracePointContext, offset: u32) -> Option<T> {
+        unsafe { ctx.read_at::<T>(offset as usize) }.ok()
+    }
+
+    #[inline(always)]
+    fn addr(ctx: &TracePointContext, offset: u32) -> Option<[u8; 16]> {
+        Self::get(ctx, offset)
+    }
+
+    #[inline(always)]
+    fn sockaddr(ctx: &TracePointContext, offset: u32) -> Option<[u8; 24]> {
+        Self::get(ctx, offset)
+    }
+}
+
+/// A layout of `known`, whose offsets are constants once inlined: direct
+/// loads, which the verifier allows at such offsets, aligned to their size.
+/// Volatile, so that the compiler neither merges loads nor computes their
+/// address at run time.
+struct Direct;
+
+impl Direct {
+    #[inline(always)]
+    fn load<T>(ctx: &TracePointContext, offset: u32) -> T {
+        unsafe { core::ptr::read_volatile(ctx.as_ptr().add(offset as usize).cast::<T>()) }
+    }
+}
+
+impl Record for Direct {
+    #[inline(always)]
+    fn get<T>(ctx: &TracePointContext, offset: u32) -> Option<T> {
+        Some(Self::load(ctx, offset))
+    }
+
+    /// In the widest loads the offset's alignment allows.
+    #[inline(always)]
+    fn addr(ctx: &TracePointContext, at: u32) -> Option<[u8; 16]> {
+        let ld = Self::load::<u32>;
+        if at.is_multiple_of(4) {
+            let w = [
+                ld(ctx, at),
+                ld(ctx, at + 4),
+                ld(ctx, at + 8),
+                ld(ctx, at + 12),
+            ];
+            return Some(unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(w) });
+        }
+        let ld = Self::load::<u16>;
+        let w = [
+            ld(ctx, at),
+            ld(ctx, at + 2),
+            ld(ctx, at + 4),
+            ld(ctx, at + 6),
+            ld(ctx, at + 8),
+            ld(ctx, at + 10),
+            ld(ctx, at + 12),
+            ld(ctx, at + 14),
+        ];
+        Some(unsafe { core::mem::transmute::<[u16; 8], [u8; 16]>(w) })
+    }
+
+    /// Every word, whatever the family, so that no load depends on it (the
+    /// compiler would share one load between the branches, at an offset
+    /// computed at run time). A sockaddr in a record is 4-byte aligned.
+    #[inline(always)]
+    fn sockaddr(ctx: &TracePointContext, at: u32) -> Option<[u8; 24]> {
+        let ld = Self::load::<u32>;
+        let w = [
+            ld(ctx, at),
+            ld(ctx, at + 4),
+            ld(ctx, at + 8),
+            ld(ctx, at + 12),
+            ld(ctx, at + 16),
+            ld(ctx, at + 20),
+        ];
+        Some(unsafe { core::mem::transmute::<[u32; 6], [u8; 24]>(w) })
+    }
 }
 
 /// In `--pid` mode: whether the record's socket is the target's.
 #[inline(always)]
-fn wanted(ctx: &TracePointContext, f: &PeerFields, kind: u16) -> bool {
+fn wanted<R: Record>(ctx: &TracePointContext, f: &PeerFields, kind: u16) -> bool {
     if filter::all() {
         return true;
     }
-    let skaddr = read::<u64>(ctx, f.skaddr).unwrap_or(0);
+    let skaddr = R::get::<u64>(ctx, f.skaddr).unwrap_or(0);
     if skaddr != 0 && unsafe { TCP_OWNED.get(skaddr) }.is_some() {
         return true;
     }
     kind == PEER_RESET_SENT
         && skaddr != 0
         && f.state != 0
-        && read::<i32>(ctx, f.state) == Some(TCP_CLOSE)
+        && R::get::<i32>(ctx, f.state) == Some(TCP_CLOSE)
         && filter::wanted((bpf_get_current_pid_tgid() >> 32) as u32)
 }
 
 /// The event's kind and remote end, normalised: IPv4 mapped into IPv6 and
 /// the port in host order, whichever layout the record has.
 #[inline(always)]
-fn key(ctx: &TracePointContext, f: &PeerFields, kind: u16) -> PeerKey {
+fn key<R: Record>(ctx: &TracePointContext, f: &PeerFields, kind: u16) -> PeerKey {
     let mut key = PeerKey {
         kind,
         ..PeerKey::default()
     };
     if f.layout == LAYOUT_FIELDS {
         // The record stores IPv4 mapped (5.10's has no `family` field at all).
-        match (read::<u16>(ctx, f.dport), read::<[u8; 16]>(ctx, f.peer)) {
+        match (R::get::<u16>(ctx, f.dport), R::addr(ctx, f.peer)) {
             (Some(port), Some(addr)) => {
                 key.port = port;
                 key.addr = addr;
@@ -149,39 +241,25 @@ fn key(ctx: &TracePointContext, f: &PeerFields, kind: u16) -> PeerKey {
         }
         return key;
     }
-    // sockaddr_in or sockaddr_in6, up to the end of sin6_addr.
-    let Some(sa) = read::<[u8; 24]>(ctx, f.peer) else {
+    // sockaddr_in or sockaddr_in6, up to the end of sin6_addr: family in host
+    // order, port in network order.
+    let Some(sa) = R::sockaddr(ctx, f.peer) else {
         return unreadable(kind);
     };
-    let mut v6 = [0; 16];
-    v6.copy_from_slice(&sa[8..24]);
-    let at = |i: usize| [sa[i], sa[i + 1], sa[i + 2], sa[i + 3]];
-    from_sockaddr(kind, at(0), at(4), v6)
-}
-
-/// The key of a sockaddr: `head` is its family (host order) and port
-/// (network order), `v4` an IPv4 address, `v6` an IPv6 one (each read
-/// whatever the family, so that the reads do not depend on it).
-#[inline(always)]
-fn from_sockaddr(kind: u16, head: [u8; 4], v4: [u8; 4], v6: [u8; 16]) -> PeerKey {
-    let mut key = PeerKey {
-        kind,
-        ..PeerKey::default()
-    };
-    match u16::from_ne_bytes([head[0], head[1]]) {
+    match u16::from_ne_bytes([sa[0], sa[1]]) {
         AF_INET => {
             key.addr[10] = 0xff;
             key.addr[11] = 0xff;
-            key.addr[12..16].copy_from_slice(&v4);
+            key.addr[12..16].copy_from_slice(&sa[4..8]);
         }
-        AF_INET6 => key.addr = v6,
+        AF_INET6 => key.addr.copy_from_slice(&sa[8..24]),
         // All zero: a reset with neither a full socket nor a packet.
         _ => {
             key.unknown = 1;
             return key;
         }
     }
-    key.port = u16::from_be_bytes([head[2], head[3]]);
+    key.port = u16::from_be_bytes([sa[2], sa[3]]);
     key
 }
 
@@ -195,89 +273,16 @@ fn unreadable(kind: u16) -> PeerKey {
     }
 }
 
-/// The generic programs: the record read at tracefs' offsets.
+/// Every program: one event of `kind`, its record read by `R` at `f`.
 #[inline(always)]
-fn count(ctx: &TracePointContext, f: &PeerFields, kind: u16) -> u32 {
+fn count<R: Record>(ctx: &TracePointContext, f: &PeerFields, kind: u16) -> u32 {
     // A retransmit that failed to leave (err != 0) sent nothing: the kernel's
     // TcpRetransSegs does not count it either.
-    if f.err != 0 && read::<i32>(ctx, f.err) != Some(0) {
+    if f.err != 0 && R::get::<i32>(ctx, f.err) != Some(0) {
         return 0;
     }
-    if wanted(ctx, f, kind) {
-        tally(key(ctx, f, kind));
-    }
-    0
-}
-
-/// A direct load from the record at an offset compiled in (the verifier
-/// allows no other, and only aligned to the size). Volatile, so that the
-/// compiler neither merges loads nor computes their address at run time.
-#[inline(always)]
-fn load<T>(ctx: &TracePointContext, offset: usize) -> T {
-    unsafe { core::ptr::read_volatile(ctx.as_ptr().add(offset).cast::<T>()) }
-}
-
-/// 16 bytes at `at` (a constant once inlined), in the widest loads its
-/// alignment allows.
-#[inline(always)]
-fn load16(ctx: &TracePointContext, at: usize) -> [u8; 16] {
-    if at.is_multiple_of(4) {
-        let w: [u32; 4] = [
-            load(ctx, at),
-            load(ctx, at + 4),
-            load(ctx, at + 8),
-            load(ctx, at + 12),
-        ];
-        unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(w) }
-    } else {
-        let w: [u16; 8] = [
-            load(ctx, at),
-            load(ctx, at + 2),
-            load(ctx, at + 4),
-            load(ctx, at + 6),
-            load(ctx, at + 8),
-            load(ctx, at + 10),
-            load(ctx, at + 12),
-            load(ctx, at + 14),
-        ];
-        unsafe { core::mem::transmute::<[u16; 8], [u8; 16]>(w) }
-    }
-}
-
-/// A known `LAYOUT_FIELDS` record: `count` with direct loads.
-#[inline(always)]
-fn count_fields<const DPORT: usize, const PEER: usize, const ERR: usize>(
-    ctx: &TracePointContext,
-    f: &PeerFields,
-    kind: u16,
-) -> u32 {
-    if ERR != 0 && load::<i32>(ctx, ERR) != 0 {
-        return 0;
-    }
-    if wanted(ctx, f, kind) {
-        tally(PeerKey {
-            kind,
-            port: load(ctx, DPORT),
-            unknown: 0,
-            addr: load16(ctx, PEER),
-        });
-    }
-    0
-}
-
-/// A known `LAYOUT_SOCKADDR` record: `count` with direct loads.
-#[inline(always)]
-fn count_sockaddr<const PEER: usize>(ctx: &TracePointContext, f: &PeerFields, kind: u16) -> u32 {
-    if wanted(ctx, f, kind) {
-        let head: u32 = load(ctx, PEER);
-        let v4: u32 = load(ctx, PEER + 4);
-        let v6 = load16(ctx, PEER + 8);
-        tally(from_sockaddr(
-            kind,
-            head.to_ne_bytes(),
-            v4.to_ne_bytes(),
-            v6,
-        ));
+    if wanted::<R>(ctx, f, kind) {
+        tally(key::<R>(ctx, f, kind));
     }
     0
 }
@@ -308,107 +313,63 @@ fn tally(key: PeerKey) {
     entry.submit(flags as u64);
 }
 
+// The generic programs, named after their tracepoints, and the programs for
+// the layouts of `known::PROGRAMS` (same names).
+
 #[tracepoint(category = "tcp", name = "tcp_retransmit_skb")]
 pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
-    count(&ctx, &TCP_PEER_OFFSETS.load().retransmit, PEER_RETRANSMIT)
+    let f = &TCP_PEER_OFFSETS.load().retransmit;
+    count::<Helper>(&ctx, f, PEER_RETRANSMIT)
 }
 
 #[tracepoint(category = "tcp", name = "tcp_send_reset")]
 pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
-    count(&ctx, &TCP_PEER_OFFSETS.load().reset_sent, PEER_RESET_SENT)
+    let f = &TCP_PEER_OFFSETS.load().reset_sent;
+    count::<Helper>(&ctx, f, PEER_RESET_SENT)
 }
 
 #[tracepoint(category = "tcp", name = "tcp_receive_reset")]
 pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
-    count(
-        &ctx,
-        &TCP_PEER_OFFSETS.load().reset_received,
-        PEER_RESET_RECEIVED,
-    )
+    let f = &TCP_PEER_OFFSETS.load().reset_received;
+    count::<Helper>(&ctx, f, PEER_RESET_RECEIVED)
 }
-
-// Programs for the layouts of `known::PROGRAMS` (same names).
 
 #[tracepoint(category = "tcp", name = "tcp_retransmit_skb")]
 pub fn tcp_retransmit_skb_5_10(ctx: TracePointContext) -> u32 {
-    const F: PeerFields = known::SK_SKB_5_10;
-    let f = &TCP_PEER_OFFSETS.load().retransmit;
-    count_fields::<{ F.dport as usize }, { F.peer as usize }, { F.err as usize }>(
-        &ctx,
-        f,
-        PEER_RETRANSMIT,
-    )
+    count::<Direct>(&ctx, &known::SK_SKB_5_10, PEER_RETRANSMIT)
 }
 
 #[tracepoint(category = "tcp", name = "tcp_retransmit_skb")]
 pub fn tcp_retransmit_skb_6_1(ctx: TracePointContext) -> u32 {
-    const F: PeerFields = known::SK_SKB_6_1;
-    let f = &TCP_PEER_OFFSETS.load().retransmit;
-    count_fields::<{ F.dport as usize }, { F.peer as usize }, { F.err as usize }>(
-        &ctx,
-        f,
-        PEER_RETRANSMIT,
-    )
+    count::<Direct>(&ctx, &known::SK_SKB_6_1, PEER_RETRANSMIT)
 }
 
 #[tracepoint(category = "tcp", name = "tcp_retransmit_skb")]
 pub fn tcp_retransmit_skb_6_18(ctx: TracePointContext) -> u32 {
-    const F: PeerFields = known::RETRANSMIT_6_18;
-    let f = &TCP_PEER_OFFSETS.load().retransmit;
-    count_fields::<{ F.dport as usize }, { F.peer as usize }, { F.err as usize }>(
-        &ctx,
-        f,
-        PEER_RETRANSMIT,
-    )
+    count::<Direct>(&ctx, &known::RETRANSMIT_6_18, PEER_RETRANSMIT)
 }
 
 #[tracepoint(category = "tcp", name = "tcp_send_reset")]
 pub fn tcp_send_reset_5_10(ctx: TracePointContext) -> u32 {
-    const F: PeerFields = known::SK_SKB_5_10;
-    let f = &TCP_PEER_OFFSETS.load().reset_sent;
-    count_fields::<{ F.dport as usize }, { F.peer as usize }, { F.err as usize }>(
-        &ctx,
-        f,
-        PEER_RESET_SENT,
-    )
+    count::<Direct>(&ctx, &known::SK_SKB_5_10, PEER_RESET_SENT)
 }
 
 #[tracepoint(category = "tcp", name = "tcp_send_reset")]
 pub fn tcp_send_reset_6_1(ctx: TracePointContext) -> u32 {
-    const F: PeerFields = known::SK_SKB_6_1;
-    let f = &TCP_PEER_OFFSETS.load().reset_sent;
-    count_fields::<{ F.dport as usize }, { F.peer as usize }, { F.err as usize }>(
-        &ctx,
-        f,
-        PEER_RESET_SENT,
-    )
+    count::<Direct>(&ctx, &known::SK_SKB_6_1, PEER_RESET_SENT)
 }
 
 #[tracepoint(category = "tcp", name = "tcp_send_reset")]
 pub fn tcp_send_reset_6_12(ctx: TracePointContext) -> u32 {
-    const F: PeerFields = known::SEND_RESET_6_12;
-    let f = &TCP_PEER_OFFSETS.load().reset_sent;
-    count_sockaddr::<{ F.peer as usize }>(&ctx, f, PEER_RESET_SENT)
+    count::<Direct>(&ctx, &known::SEND_RESET_6_12, PEER_RESET_SENT)
 }
 
 #[tracepoint(category = "tcp", name = "tcp_receive_reset")]
 pub fn tcp_receive_reset_5_10(ctx: TracePointContext) -> u32 {
-    const F: PeerFields = known::SK_5_10;
-    let f = &TCP_PEER_OFFSETS.load().reset_received;
-    count_fields::<{ F.dport as usize }, { F.peer as usize }, { F.err as usize }>(
-        &ctx,
-        f,
-        PEER_RESET_RECEIVED,
-    )
+    count::<Direct>(&ctx, &known::SK_5_10, PEER_RESET_RECEIVED)
 }
 
 #[tracepoint(category = "tcp", name = "tcp_receive_reset")]
 pub fn tcp_receive_reset_6_1(ctx: TracePointContext) -> u32 {
-    const F: PeerFields = known::SK_6_1;
-    let f = &TCP_PEER_OFFSETS.load().reset_received;
-    count_fields::<{ F.dport as usize }, { F.peer as usize }, { F.err as usize }>(
-        &ctx,
-        f,
-        PEER_RESET_RECEIVED,
-    )
+    count::<Direct>(&ctx, &known::SK_6_1, PEER_RESET_RECEIVED)
 }
